@@ -73,9 +73,7 @@ def read_audio(
         )
     nb_channels = audio.shape[1]
     if expected_channels is not None and nb_channels != expected_channels:
-        raise EdgesepError(
-            f"{path}: has {nb_channels} channel(s), expected {expected_channels}"
-        )
+        raise EdgesepError(f"{path}: has {nb_channels} channel(s), expected {expected_channels}")
     if channel is not None:
         if not 0 <= channel < nb_channels:
             raise EdgesepError(f"{path}: has no channel {channel} (it has {nb_channels})")

@@ -1,0 +1,285 @@
+"""Training: spectrogram patches, L1 loss on masked magnitudes, checkpoints that resume.
+
+A run directory holds ``config.json`` (the resolved config), ``checkpoints/`` (model,
+optimiser and step, every ``train.checkpoint_every`` steps), ``model.weights.h5`` (the weights
+with the best validation loss so far), ``metrics.json``, ``train.log`` and ``tensorboard/``.
+Batches are drawn deterministically from ``(seed, step)``, so a run killed and resumed with
+``--resume`` sees the same batches as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgesep.config import Config, read_saved_config, save_config
+from edgesep.data import SOURCES, Clip
+from edgesep.dsp import magnitude_features, stft
+from edgesep.errors import EdgesepError
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+log = logging.getLogger("edgesep.train")
+
+WEIGHTS_FILE = "model.weights.h5"
+#: Probability that a training example mixes the voice of one clip with another's accompaniment.
+REMIX_PROBABILITY = 0.5
+
+
+@dataclass
+class SpectrogramSet:
+    """Complex STFTs of every clip's sources, ``[shape=(nb_sources, nb_frames, nb_bins)]`` each."""
+
+    spectra: list[np.ndarray]
+    nb_model_bins: int
+
+    @classmethod
+    def from_clips(cls, clips: list[Clip], cfg: Config) -> SpectrogramSet:
+        if not clips:
+            raise EdgesepError("no clips to train on")
+        spectra = []
+        for clip in clips:
+            if clip.sample_rate != cfg.stft.sample_rate:
+                raise EdgesepError(
+                    f"{clip.name}: {clip.sample_rate} Hz, the model expects {cfg.stft.sample_rate}"
+                )
+            bins = cfg.nb_model_bins
+            spectra.append(np.stack([stft(clip.sources[s], cfg.stft)[:, :bins] for s in SOURCES]))
+        return cls(spectra, cfg.nb_model_bins)
+
+    def batch(
+        self, rng: np.random.Generator, batch_size: int, nb_frames: int, remix: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Random patches: features ``(batch, nb_frames, bins, 1)``, mixture magnitude
+        ``(batch, nb_frames, bins)`` and source magnitudes ``(batch, nb_frames, bins, nb_sources)``.
+        """
+        lengths = np.array([s.shape[1] for s in self.spectra], dtype=np.float64)
+        picks = rng.choice(
+            len(self.spectra), size=(batch_size, len(SOURCES)), p=lengths / lengths.sum()
+        )
+        if not remix:
+            picks[:] = picks[:, :1]
+        else:
+            same = rng.random(batch_size) >= REMIX_PROBABILITY
+            picks[same] = picks[same, :1]
+        gains = 10 ** (rng.uniform(-6, 6, size=(batch_size, len(SOURCES))) / 20) if remix else None
+        sources = np.zeros((batch_size, len(SOURCES), nb_frames, self.nb_model_bins), np.complex64)
+        for b in range(batch_size):
+            for k in range(len(SOURCES)):
+                spec = self.spectra[picks[b, k]][k]
+                start = rng.integers(0, max(1, spec.shape[0] - nb_frames + 1))
+                patch = spec[start : start + nb_frames]
+                sources[b, k, : len(patch)] = patch * (gains[b, k] if remix else 1.0)
+        mixture = sources.sum(axis=1)
+        features = magnitude_features(mixture, self.nb_model_bins)[..., None]
+        return features, np.abs(mixture), np.moveaxis(np.abs(sources), 1, -1)
+
+
+def masked_l1_loss(masks: list, mixture_mag, source_mag):
+    """L1 between masked mixture magnitudes and the sources, averaged over the stacks
+    (intermediate supervision). ``masks``: one ``(batch, frames, bins, nb_sources)`` per stack."""
+    import tensorflow as tf
+
+    mix = tf.cast(mixture_mag, tf.float32)[..., None]
+    target = tf.cast(source_mag, tf.float32)
+    losses = [tf.reduce_mean(tf.abs(tf.cast(m, tf.float32) * mix - target)) for m in masks]
+    return tf.add_n(losses) / len(losses)
+
+
+def _as_list(outputs) -> list:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def train(
+    cfg: Config,
+    train_clips: list[Clip],
+    val_clips: list[Clip],
+    out_dir: Path,
+    resume: bool = False,
+    steps: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train ``cfg``'s model into ``out_dir``; returns the metrics written to metrics.json."""
+    import tensorflow as tf
+    import tf_keras as keras
+    from tqdm import tqdm
+
+    from edgesep.models import build_model
+
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    if out_dir.exists() and any(ckpt_dir.glob("ckpt-*")) and not resume:
+        raise EdgesepError(f"{out_dir}: already holds a run; pass --resume to continue it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if resume and (out_dir / "config.json").exists():
+        saved = read_saved_config(out_dir / "config.json")
+        if saved.to_dict() != cfg.to_dict():
+            raise EdgesepError(f"{out_dir}: --resume with a different config than the run's")
+    save_config(cfg, out_dir / "config.json")
+    _log_to(out_dir / "train.log")
+
+    total_steps = steps if steps is not None else cfg.train.steps
+    tc = cfg.train
+    gpus = tf.config.list_physical_devices("GPU")
+    keras.utils.set_random_seed(tc.seed)
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    else:
+        keras.mixed_precision.set_global_policy("float32")
+        tf.config.experimental.enable_op_determinism()
+    log.info("device: %s", f"GPU x{len(gpus)} (mixed precision)" if gpus else "CPU (float32)")
+
+    model = build_model(cfg)
+    schedule = tc.learning_rate
+    if tc.lr_decay_steps:
+        schedule = keras.optimizers.schedules.CosineDecay(tc.learning_rate, tc.lr_decay_steps, 0.1)
+    optimizer = keras.optimizers.Adam(schedule)
+    if gpus:
+        optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+    step_var = tf.Variable(0, dtype=tf.int64, name="step")
+    best_val = tf.Variable(np.inf, dtype=tf.float64, name="best_val_loss")
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, best_val=best_val)
+    manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=3)
+    if resume and manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).expect_partial()
+        log.info("resumed from %s at step %d", manager.latest_checkpoint, int(step_var))
+
+    train_set = SpectrogramSet.from_clips(train_clips, cfg)
+    val_batches = _validation_batches(val_clips, cfg)
+
+    @tf.function
+    def train_step(features, mix_mag, src_mag):
+        with tf.GradientTape() as tape:
+            loss = masked_l1_loss(_as_list(model(features, training=True)), mix_mag, src_mag)
+            scaled = optimizer.get_scaled_loss(loss) if gpus else loss
+        grads = tape.gradient(scaled, model.trainable_variables)
+        if gpus:
+            grads = optimizer.get_unscaled_gradients(grads)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    @tf.function
+    def eval_step(features, mix_mag, src_mag):
+        return masked_l1_loss(_as_list(model(features, training=False))[-1:], mix_mag, src_mag)
+
+    def batches(start: int):
+        for step in range(start, total_steps):
+            rng = np.random.default_rng([tc.seed, step])
+            yield train_set.batch(rng, tc.batch_size, tc.patch_frames)
+
+    bins = cfg.nb_model_bins
+    signature = (
+        tf.TensorSpec((None, tc.patch_frames, bins, 1), tf.float32),
+        tf.TensorSpec((None, tc.patch_frames, bins), tf.float32),
+        tf.TensorSpec((None, tc.patch_frames, bins, 2), tf.float32),
+    )
+    start = int(step_var)
+    dataset = tf.data.Dataset.from_generator(lambda: batches(start), output_signature=signature)
+    dataset = dataset.prefetch(2)
+    writer = tf.summary.create_file_writer(str(out_dir / "tensorboard"))
+    history = [h for h in _read_history(out_dir) if h["step"] <= start]
+    t0, loss_avg = time.perf_counter(), None
+    bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", disable=not progress)
+    for features, mix_mag, src_mag in dataset:
+        loss = float(train_step(features, mix_mag, src_mag))
+        if not np.isfinite(loss):
+            raise EdgesepError(f"training diverged at step {int(step_var)} (loss {loss})")
+        step_var.assign_add(1)
+        step = int(step_var)
+        loss_avg = loss if loss_avg is None else 0.98 * loss_avg + 0.02 * loss
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_avg:.4f}")
+        with writer.as_default():
+            tf.summary.scalar("loss/train", loss, step=step)
+        if val_batches and (step % tc.validate_every == 0 or step == total_steps):
+            val_loss = float(np.mean([eval_step(*b) for b in val_batches]))
+            with writer.as_default():
+                tf.summary.scalar("loss/val", val_loss, step=step)
+            history.append({"step": step, "train_loss": loss_avg, "val_loss": val_loss})
+            log.info("step %d: train %.4f, val %.4f", step, loss_avg, val_loss)
+            if val_loss < float(best_val):
+                best_val.assign(val_loss)
+                _save_weights(model, out_dir / WEIGHTS_FILE)
+        if step % tc.checkpoint_every == 0 or step == total_steps:
+            if not val_batches:
+                _save_weights(model, out_dir / WEIGHTS_FILE)
+            manager.save(checkpoint_number=step)
+            _write_json(out_dir / "history.json", history)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    done = int(step_var) - start
+    metrics = {
+        "steps": int(step_var),
+        "final_train_loss": loss_avg,
+        "best_val_loss": float(best_val) if np.isfinite(float(best_val)) else None,
+        "seconds_this_session": round(elapsed, 1),
+        "steps_per_second": round(done / elapsed, 3) if done and elapsed > 0 else None,
+        "device": "gpu" if gpus else "cpu",
+        "nb_train_clips": len(train_clips),
+        "nb_val_clips": len(val_clips),
+        "history": history,
+    }
+    _write_json(out_dir / "metrics.json", metrics)
+    log.info("trained to step %d", int(step_var))
+    return metrics
+
+
+def load_run(run_dir: Path):
+    """Rebuild a trained model from its run directory: ``(model, Config)``."""
+    from edgesep.models import build_model
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise EdgesepError(f"{run_dir}: not a run directory (no config.json)")
+    cfg = read_saved_config(run_dir / "config.json")
+    weights = run_dir / WEIGHTS_FILE
+    if not weights.exists():
+        raise EdgesepError(f"{run_dir}: incomplete run, no {WEIGHTS_FILE} (did training finish?)")
+    model = build_model(cfg)
+    try:
+        model.load_weights(str(weights))
+    except (OSError, ValueError) as exc:
+        raise EdgesepError(f"{weights}: cannot load weights ({exc})") from None
+    return model, cfg
+
+
+def _validation_batches(clips: list[Clip], cfg: Config) -> list:
+    if not clips:
+        return []
+    val_set = SpectrogramSet.from_clips(clips, cfg)
+    rng = np.random.default_rng([cfg.train.seed, 10**9])
+    return [
+        val_set.batch(rng, cfg.train.batch_size, cfg.train.patch_frames, remix=False)
+        for _ in range(4)
+    ]
+
+
+def _save_weights(model, path: Path) -> None:
+    tmp = path.with_name(".tmp-" + path.name)
+    model.save_weights(str(tmp))
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(".tmp-" + path.name)
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _read_history(out_dir: Path) -> list[dict]:
+    path = out_dir / "history.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _log_to(path: Path) -> None:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
