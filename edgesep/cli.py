@@ -97,6 +97,168 @@ def train(config_name, data_spec, out_dir, steps, resume, limit):
     click.echo(f"done: step {metrics['steps']}, best val loss {metrics['best_val_loss']}")
 
 
+# --- streaming runtime: stream, bench (no TensorFlow unless --backend keras) ---------------
+
+PRECISION_OPTION = click.option(
+    "--precision", default=None,
+    help="Artefact of the manifest to run: int8, float32, float16, int16x8 "
+    "(default: int8 if exported, else float32).",
+)
+BACKEND_OPTION = click.option(
+    "--backend", default="litert", show_default=True,
+    type=click.Choice(["litert", "tflite-runtime", "onnxruntime", "keras"]),
+    help="Inference runtime (keras: the reference model of the manifest's source run).",
+)
+THREADS_OPTION = click.option(
+    "--threads", type=click.IntRange(min=1), default=1, show_default=True,
+    help="CPU threads for the interpreter.",
+)
+
+
+def _open_streamer(model_dir: str, precision: str | None, backend: str, threads: int):
+    """Load and check the manifest, open the backend on the chosen artefact."""
+    from edgesep.runtime import BACKENDS, Streamer, load_manifest, open_backend
+
+    manifest = load_manifest(model_dir)
+    fmt = BACKENDS[backend].format
+    artefact = manifest.artefact(precision, fmt or "tflite")
+    if fmt is None:
+        if not manifest.source_run:
+            raise EdgesepError(f"{model_dir}: manifest has no source_run for --backend keras")
+        model_path = manifest.source_run
+    else:
+        model_path = artefact.path
+    return Streamer(manifest, open_backend(backend, model_path, threads), artefact)
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("-i", "--input", "inputs", multiple=True, type=click.Path(dir_okay=False),
+              help="Audio file to separate (repeat for several).")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+              help="Output directory: writes OUTPUT/<name>/<source>.<format>.")
+@click.option("--format", "fmt", type=click.Choice(["wav", "flac"]), default="wav",
+              show_default=True, help="Output audio format.")
+@PRECISION_OPTION
+@BACKEND_OPTION
+@THREADS_OPTION
+@click.option("--strict", is_flag=True, help="Refuse inputs at another sample rate.")
+@click.option("--live", is_flag=True, help="Separate a sound device's input in real time.")
+@click.option("--device", default=None, help="Sound device (index or name) for --live.")
+@click.option("--source", default=None, help="Source played back with --live (default: first).")
+@user_errors
+def stream(model_dir, inputs, out_dir, fmt, precision, backend, threads, strict, live, device,
+           source):
+    """Separate files frame by frame with an exported model, as a device would.
+
+    \b
+    Example:
+      edgesep stream build/edge1 -i song.wav -i talk.flac -o separated/
+      -> separated/song/vocals.wav, separated/song/accompaniment.wav, ...
+      edgesep stream build/edge1 --live --device 2
+    """
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from edgesep.audio import write_audio
+    from edgesep.runtime.stream import read_input, separate_file
+
+    streamer = _open_streamer(model_dir, precision, backend, threads)
+    if live:
+        from edgesep.runtime.live import run_live
+
+        dev = int(device) if device is not None and device.isdigit() else device
+        click.echo("live: Ctrl-C stops", err=True)
+        cb = run_live(streamer, dev, source)
+        click.echo(f"live: {cb.counts}; {streamer.latency.line()}", err=True)
+        return
+    if not inputs or not out_dir:
+        raise EdgesepError("give --input FILE and --output DIR (or --live)")
+    rate = streamer.cfg.sample_rate
+    for path in inputs:
+        audio, notices = read_input(path, rate, strict)
+        for note in notices:
+            click.echo(f"notice: {note}", err=True)
+        with tqdm(total=len(audio), unit="sample", unit_scale=True, desc=Path(path).name,
+                  leave=False, disable=None) as bar:
+            outs = separate_file(streamer, audio, progress=bar.update)
+        target = Path(out_dir) / Path(path).stem
+        for src, y in outs.items():
+            write_audio(target / f"{src}.{fmt}", y, rate)
+        click.echo(f"{path} -> {target}/")
+    extra = f", {streamer.nonfinite_samples} NaN/inf samples zeroed" \
+        if streamer.nonfinite_samples else ""
+    click.echo(f"latency (DSP + model, {backend}): {streamer.latency.line()}{extra}")
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@PRECISION_OPTION
+@BACKEND_OPTION
+@THREADS_OPTION
+@click.option("--warmup", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Warm-up hops (not in the steady-state numbers).")
+@click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Steady-state hops timed.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the numbers.")
+@user_errors
+def bench(model_dir, precision, backend, threads, warmup, count, json_path):
+    """Time one hop like TFLite's benchmark_model: init, first inference, warm-up and
+    steady-state µs (model alone, and model + DSP), peak memory.
+
+    \b
+    Example:
+      edgesep bench build/edge1 --precision int8 --threads 1 --count 2000 --json bench.json
+    """
+    import json
+    import resource
+    import time
+
+    import numpy as np
+
+    from edgesep.runtime import LatencyStats
+
+    t0 = time.perf_counter_ns()
+    streamer = _open_streamer(model_dir, precision, backend, threads)
+    init_us = (time.perf_counter_ns() - t0) / 1000
+    est, hop = streamer.estimator, streamer.hop
+    hop_ns = round(1e9 * hop / streamer.cfg.sample_rate)
+    rng = np.random.default_rng(0)
+    feats = np.log1p(rng.random(est.nb_model_bins, dtype=np.float32))
+    t0 = time.perf_counter_ns()
+    est.step(feats)
+    first_us = (time.perf_counter_ns() - t0) / 1000
+    results = {"backend": backend, "artefact": est.artefact.key, "threads": threads,
+               "init_us": init_us, "first_inference_us": first_us}
+    chunks = (0.1 * rng.standard_normal((64, hop))).astype(np.float32)
+    for label, fn in (("model", lambda i: est.step(feats)),
+                      ("model+dsp", lambda i: streamer.process_chunk(chunks[i % 64]))):
+        for phase, n in (("warmup", warmup), ("steady", count)):
+            stats = LatencyStats(deadline_ns=hop_ns, audio_ns_per_call=hop_ns)
+            for i in range(n):
+                s = time.perf_counter_ns()
+                fn(i)
+                stats.add(time.perf_counter_ns() - s)
+            results[f"{label}_{phase}"] = stats.summary()
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    click.echo(f"{'backend':<18}{backend} ({est.artefact.key}, {threads} thread(s))")
+    click.echo(f"{'init':<18}{init_us:,.0f} µs")
+    click.echo(f"{'first inference':<18}{first_us:,.0f} µs")
+    click.echo(f"{'':<18}{'count':>7}{'min':>9}{'max':>9}{'avg':>9}{'std':>9}{'p99':>9}  µs")
+    for key in ("model_warmup", "model_steady", "model+dsp_warmup", "model+dsp_steady"):
+        s = results[key]
+        click.echo(f"{key:<18}{s['count']:>7}{s['min_us']:>9.1f}{s['max_us']:>9.1f}"
+                   f"{s['avg_us']:>9.1f}{s['std_us']:>9.1f}{s['p99_us']:>9.1f}")
+    steady = results["model+dsp_steady"]
+    click.echo(f"{'hop budget':<18}{hop_ns / 1000:,.0f} µs; real-time factor "
+               f"{steady['real_time_factor']:.4f}; deadline misses {steady['deadline_misses']}")
+    click.echo(f"{'peak memory':<18}{results['peak_rss_mb']:.1f} MB (ru_maxrss)")
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(results, fh, indent=2)
+
+
 def main() -> None:
     cli(prog_name="edgesep")
 

@@ -1,0 +1,231 @@
+"""The streaming runtime on a real (small) exported streaming model: streamer == offline,
+state carried, manifest checks, NaN input, CLI, live callback, latency statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from edgesep.audio import read_audio
+from edgesep.cli import cli
+from edgesep.errors import EdgesepError
+from edgesep.runtime import LatencyStats, Streamer, load_manifest, open_backend
+from edgesep.runtime.live import LiveCallback
+from edgesep.runtime.manifest import check_model_io
+from edgesep.runtime.stream import separate_file, separate_offline
+
+DATA = Path(os.environ.get("EDGESEP_DATA", Path(__file__).parents[2] / "shared" / "data"))
+WAV = DATA / "mir1k" / "Wavfile" / "abjones_1_01.wav"
+CASES = [("litert", "float32"), ("litert", "int8"), ("onnxruntime", "onnx_float32")]
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("tensorflow")
+    from streaming_model import build_model_dir
+
+    return build_model_dir(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def mixture() -> np.ndarray:
+    assert WAV.exists(), f"{WAV} missing (set EDGESEP_DATA): real audio is required"
+    audio, _ = read_audio(WAV, sample_rate=16000)
+    return audio[: 3 * 16000]
+
+
+def _streamer(model_dir: Path, backend: str = "litert", key: str = "float32") -> Streamer:
+    manifest = load_manifest(model_dir)
+    art = manifest.artefacts[key]
+    return Streamer(manifest, open_backend(backend, art.path), art)
+
+
+def test_runtime_imports_without_tensorflow():
+    code = ("import sys, edgesep.runtime, edgesep.runtime.live, edgesep.cli; "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("backend,key", CASES)
+def test_streamer_matches_offline(model_dir, mixture, backend, key):
+    streamer = _streamer(model_dir, backend, key)
+    streamed = separate_file(streamer, mixture)
+    offline = separate_offline(streamer.estimator, streamer.sources, streamer.cfg, mixture)
+    for src in streamer.sources:
+        assert streamed[src].shape == mixture.shape
+        assert np.max(np.abs(streamed[src] - offline[src])) <= 1e-4
+    # the masks do something: the sources differ from each other and from the mixture
+    assert np.max(np.abs(streamed["vocals"] - streamed["accompaniment"])) > 1e-3
+    assert streamer.latency.count > 0 and streamer.latency.percentile_us(50) > 0
+
+
+def test_backends_agree(model_dir, mixture):
+    ref = separate_file(_streamer(model_dir, "litert", "float32"), mixture)
+    onnx = separate_file(_streamer(model_dir, "onnxruntime", "onnx_float32"), mixture)
+    int8 = separate_file(_streamer(model_dir, "litert", "int8"), mixture)
+    assert np.max(np.abs(ref["vocals"] - onnx["vocals"])) < 1e-4
+    err = np.max(np.abs(ref["vocals"] - int8["vocals"]))
+    assert 0 < err < 0.05  # quantisation noise, not garbage
+
+
+@pytest.mark.parametrize("key", ["float32", "int8"])
+def test_state_is_carried(model_dir, mixture, key):
+    est = _streamer(model_dir, "litert", key).estimator
+    feats = np.log1p(np.abs(np.fft.rfft(mixture[:2560].reshape(10, 256), axis=1)))[:, :128]
+    est.reset()
+    carried = np.stack([est.step(f) for f in feats])
+    fresh = []
+    for f in feats:
+        est.reset()
+        fresh.append(est.step(f))
+    assert np.max(np.abs(carried[2:] - np.stack(fresh)[2:])) > 1e-2
+    # the export design: int8 state outputs share the inputs' scale, so they are fed back raw
+    assert est.raw_state_feedback
+
+
+def _tampered(model_dir: Path, tmp_path: Path, edit) -> Path:
+    out = tmp_path / "tampered"
+    out.mkdir()
+    for f in model_dir.iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    manifest = json.loads((out / "manifest.json").read_text())
+    edit(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_manifest_shape_mismatch_names_field(model_dir, tmp_path):
+    def edit(m):
+        m["artefacts"]["float32"]["inputs"][1]["shape"] = [1, 3, 128, 1]
+
+    manifest = load_manifest(_tampered(model_dir, tmp_path, edit))
+    art = manifest.artefacts["float32"]
+    backend = open_backend("litert", art.path)
+    with pytest.raises(EdgesepError, match=r"artefacts\.float32\.inputs\[1\]\.shape"):
+        check_model_io(art, backend.inputs, backend.outputs)
+
+
+def test_manifest_hash_and_missing_field(model_dir, tmp_path):
+    def bad_hash(m):
+        m["artefacts"]["int8"]["sha256"] = "0" * 64
+
+    with pytest.raises(EdgesepError, match=r"artefacts\.int8\.sha256"):
+        load_manifest(_tampered(model_dir, tmp_path, bad_hash))
+    other = tmp_path / "b"
+    other.mkdir()
+    with pytest.raises(EdgesepError, match="'nb_model_bins'"):
+        load_manifest(_tampered(model_dir, other, lambda m: m.pop("nb_model_bins")))
+
+
+def test_nan_chunk_is_counted_and_output_finite(model_dir):
+    streamer = _streamer(model_dir, "litert", "int8")
+    chunk = np.full(streamer.hop, 0.1, np.float32)
+    chunk[::7] = np.nan
+    chunk[3] = np.inf
+    for _ in range(5):
+        out = streamer.process_chunk(chunk)
+        assert all(np.isfinite(y).all() for y in out.values())
+    assert streamer.nonfinite_samples == 5 * (len(chunk[::7]) + 1)
+
+
+def test_stream_cli_writes_sources(model_dir, tmp_path):
+    rng = np.random.default_rng(0)
+    stereo = 0.1 * rng.standard_normal((12345, 2)).astype(np.float32)
+    sf.write(tmp_path / "song.wav", stereo, 16000)
+    sf.write(tmp_path / "tiny.wav", np.zeros(10, np.float32), 16000)  # silence, very short
+    res = CliRunner().invoke(cli, ["stream", str(model_dir), "-i", str(tmp_path / "song.wav"),
+                                   "-i", str(tmp_path / "tiny.wav"), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "downmixed to mono" in res.output and "p99" in res.output
+    for name, length in (("song", 12345), ("tiny", 10)):
+        for src in ("vocals", "accompaniment"):
+            y, rate = sf.read(tmp_path / "out" / name / f"{src}.wav")
+            assert rate == 16000 and y.shape == (length,) and np.isfinite(y).all()
+
+
+def test_stream_cli_strict_refuses_other_rate(model_dir, tmp_path):
+    sf.write(tmp_path / "a.wav", np.zeros(4410, np.float32), 44100)
+    args = ["stream", str(model_dir), "-i", str(tmp_path / "a.wav"), "-o", str(tmp_path / "o")]
+    res = CliRunner().invoke(cli, [*args, "--strict"])
+    assert res.exit_code == 2 and "44100 Hz" in res.output and "--strict" in res.output
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0 and "resampled 44100 Hz -> 16000 Hz" in res.output
+    assert sf.info(tmp_path / "o" / "a" / "vocals.wav").frames == 1600
+
+
+def test_bench_cli_json(model_dir, tmp_path):
+    res = CliRunner().invoke(cli, ["bench", str(model_dir), "--warmup", "2", "--count", "20",
+                                   "--json", str(tmp_path / "b.json")])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["model_steady"]["count"] == 20 and data["peak_rss_mb"] > 0
+    assert data["model+dsp_steady"]["avg_us"] >= data["model_steady"]["min_us"]
+
+
+def test_live_callback_from_file(model_dir, mixture):
+    streamer = _streamer(model_dir, "litert", "int8")
+    hop, n = streamer.hop, 200
+    audio = mixture[: n * hop]
+    expected = np.concatenate([streamer.process_chunk(c)["vocals"] for c in audio.reshape(n, hop)])
+    streamer.reset()
+    cb = LiveCallback(streamer, "vocals")
+    got = np.zeros((n * hop, 1), np.float32)
+    ok = types.SimpleNamespace()
+    for t in range(n):
+        status = types.SimpleNamespace(output_underflow=True) if t == 50 else ok
+        block = audio[t * hop : (t + 1) * hop, None]
+        cb(block, got[t * hop : (t + 1) * hop], hop, None, status)
+    np.testing.assert_array_equal(got[:, 0], expected)
+    assert cb.counts["output_underflows"] == 1 and cb.counts["input_overflows"] == 0
+    assert cb.counts["blocks"] == n
+
+
+def test_live_without_sounddevice_is_a_clear_error(model_dir):
+    from edgesep.runtime.live import run_live
+
+    try:
+        import sounddevice  # noqa: F401
+    except (ImportError, OSError):
+        with pytest.raises(EdgesepError, match=r"\[live\]"):
+            run_live(_streamer(model_dir))
+    else:
+        pytest.skip("sounddevice present")
+
+
+def test_latency_stats_percentiles():
+    rng = np.random.default_rng(0)
+    ns = rng.lognormal(np.log(60_000), 0.5, 5000).astype(np.int64)
+    stats = LatencyStats(deadline_ns=100_000, audio_ns_per_call=8_000_000)
+    for v in ns:
+        stats.add(int(v))
+    for q in (50, 95, 99):
+        assert stats.percentile_us(q) == pytest.approx(np.percentile(ns, q) / 1000, rel=0.015)
+    assert stats.deadline_misses == int((ns > 100_000).sum())
+    assert stats.std_us == pytest.approx(ns.std() / 1000, rel=1e-6)
+    assert stats.real_time_factor == pytest.approx(ns.mean() / 8e6)
+
+
+@pytest.mark.slow
+def test_hour_long_stream_memory_is_flat(model_dir):
+    psutil = pytest.importorskip("psutil")
+    streamer = _streamer(model_dir, "litert", "int8")
+    proc = psutil.Process()
+    hops_per_minute = 60 * 16000 // streamer.hop
+    rng = np.random.default_rng(0)
+    chunks = (0.1 * rng.standard_normal((97, streamer.hop))).astype(np.float32)
+    rss = {}
+    for t in range(60 * hops_per_minute):
+        streamer.process_chunk(chunks[t % 97])
+        if t % hops_per_minute == 0:
+            rss[t // hops_per_minute] = proc.memory_info().rss
+    assert streamer.latency.count == 60 * hops_per_minute
+    assert rss[59] - rss[5] < 2 * 2**20, {k: v // 2**20 for k, v in rss.items()}
