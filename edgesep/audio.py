@@ -8,6 +8,7 @@ Audio inside edgesep is float32 in [-1, 1], shape ``(nb_samples,)`` for mono or
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import warnings
 from fractions import Fraction
@@ -67,6 +68,13 @@ def read_audio(
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise EdgesepError(f"{path}: corrupt or truncated audio ({_short(exc)})") from None
+    # libsndfile shortens a cut WAV/AIFF to the bytes present and only notes it in extra_info
+    truncated = re.search(r"^data\s*:\s*(\d+) \(should be (\d+)\)", info.extra_info, re.M)
+    if truncated and int(truncated[2]) < int(truncated[1]):
+        raise EdgesepError(
+            f"{path}: truncated file: header says {truncated[1]} data bytes, "
+            f"found {truncated[2]}"
+        )
     if info.frames > 0 and audio.shape[0] < info.frames:
         raise EdgesepError(
             f"{path}: truncated file: header says {info.frames} samples, read {audio.shape[0]}"
