@@ -176,16 +176,21 @@ class KerasBackend(Backend):
             raise EdgesepError(
                 f"backend keras needs the [train] extra (TensorFlow): {exc}"
             ) from None
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already initialised: keep its thread pool
+            pass
         model, cfg = load_run(self.model_path)
         self._model = build_streaming_model(model, cfg)
         self._tf = tf
         model_ = self._model
         self.inputs = [TensorDetail(n, tuple(d or 1 for d in t.shape), np.dtype("float32"))
                        for n, t in zip(model_.input_names, model_.inputs, strict=True)]
-        self.outputs = [TensorDetail(n, tuple(d or 1 for d in t.shape), np.dtype("float32"))
-                        for n, t in zip(model_.output_names, model_.outputs, strict=True)]
         self._fn = tf.function(lambda x: self._model(x, training=False))
+        # output names are the streaming model's dict keys: read them off one zero step
+        zeros = {t.name: np.zeros(t.shape, np.float32) for t in self.inputs}
+        self.outputs = [TensorDetail(n, tuple(v.shape), np.dtype("float32"))
+                        for n, v in self.run(zeros).items()]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = self._fn({k: self._tf.constant(v) for k, v in inputs.items()})
