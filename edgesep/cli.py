@@ -306,6 +306,54 @@ def bench(model_dir, precision, backend, threads, warmup, count, json_path):
             json.dump(results, fh, indent=2)
 
 
+@cli.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@user_errors
+def info(target: str, as_json: bool) -> None:
+    """Parameters, MACs, receptive field and latency of a model.
+
+    TARGET is a packaged config name (edge, paper, ...), a TOML file, a run directory
+    (its config.json) or an export directory (its manifest.json, read without TensorFlow).
+
+    Example: edgesep info edge
+    """
+    import json
+    from pathlib import Path
+
+    from edgesep.config import load_config, read_saved_config
+
+    path = Path(target)
+    if (path / "manifest.json").is_file():
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise EdgesepError(f"{path / 'manifest.json'}: cannot read ({exc})") from None
+        keys = ("parameters", "macs_per_frame", "nb_model_bins", "stft",
+                "algorithmic_latency_samples", "algorithmic_latency_ms", "source_run")
+        figures = {k: manifest.get(k) for k in keys}
+        figures["artefacts"] = {
+            name: {k: a.get(k) for k in ("file", "precision", "bytes")}
+            for name, a in manifest.get("artefacts", {}).items()
+        }
+    else:
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise EdgesepError(f"{path}: neither a run (config.json) nor an export "
+                                   "(manifest.json) directory")
+            cfg = read_saved_config(path / "config.json")
+        else:
+            cfg = load_config(target)
+        from edgesep.models.info import model_info
+
+        figures = model_info(cfg)
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        return
+    for key, value in figures.items():
+        click.echo(f"{key:30s} {value}")
+
+
 def main() -> None:
     cli(prog_name="edgesep")
 

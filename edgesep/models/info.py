@@ -1,0 +1,45 @@
+"""A model's cost and delay in one dict: what `edgesep info` prints and manifests record."""
+
+from __future__ import annotations
+
+from edgesep.models.coupled_unet import (
+    build_model,
+    count_macs,
+    count_parameters,
+    model_config,
+    receptive_field_frames,
+)
+
+
+def model_info(cfg) -> dict:
+    """Parameters, multiply-accumulates, receptive field and algorithmic latency of a config.
+
+    ``macs_per_frame`` is set for a causal config (streaming cost of one hop),
+    ``macs_per_patch`` for a non-causal one (one ``train.patch_frames`` patch).
+    """
+    mc = model_config(cfg)
+    rf = receptive_field_frames(cfg)
+    macs = count_macs(cfg)
+    hop_ms = 1000.0 * cfg.stft.hop / cfg.stft.sample_rate
+    info = {
+        "config": cfg.name,
+        "kind": mc.kind,
+        "causal": mc.causal,
+        "stacks": mc.stacks,
+        "nb_model_bins": cfg.nb_model_bins,
+        "parameters": count_parameters(build_model(cfg)),
+        "macs_per_frame": macs if mc.causal else None,
+        "macs_per_patch": None if mc.causal else macs,
+        "patch_frames": None if mc.causal else cfg.train.patch_frames,
+        "receptive_field_frames": rf,
+        # n_fft samples for the first frame, then one hop per further frame
+        "receptive_field_ms": round(
+            1000.0 * cfg.stft.n_fft / cfg.stft.sample_rate + (rf - 1) * hop_ms, 3
+        ),
+        "hop_ms": hop_ms,
+        "algorithmic_latency_samples": cfg.stft.latency_samples,
+        "algorithmic_latency_ms": cfg.stft.latency_ms,
+    }
+    if mc.causal:
+        info["macs_per_second"] = round(macs * cfg.stft.sample_rate / cfg.stft.hop)
+    return info

@@ -1,0 +1,282 @@
+"""Building blocks: a convolution block that owns its time padding (causal or 'same'),
+a pooled ASPP branch, and :class:`GraphBuilder`, which wires blocks into the offline graph or
+the one-frame streaming graph from the very same layer objects.
+
+Tensors are ``[shape=(nb_batch, nb_frames, nb_bins, nb_channels)]`` throughout: time first, as
+in the STFT, frequency second.
+
+Streaming (kws_streaming's ``Stream`` idea): a causal :class:`ConvBlock` runs its cell with
+'valid' padding in time. Offline it zero-pads ``(kernel_t - 1) * dilation_t`` frames at the front;
+streaming it is called on one new frame plus its state (the last ``state_frames`` input
+frames), convolves their concatenation and returns the new state as well. Both modes run the
+same weights on the same numbers, so the outputs agree to float rounding.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from edgesep.errors import EdgesepError  # noqa: E402
+
+
+def same_padding(size, kernel: int, dilation: int, stride: int):
+    """TensorFlow's 'same' padding ``(before, after)`` for one axis (``size`` may be a tensor)."""
+    extent = (kernel - 1) * dilation + 1
+    if isinstance(size, int):
+        out = -(-size // stride)
+        total = max((out - 1) * stride + extent - size, 0)
+    else:
+        out = (size + stride - 1) // stride
+        total = tf.maximum((out - 1) * stride + extent - size, 0)
+    return total // 2, total - total // 2
+
+
+@keras.utils.register_keras_serializable(package="edgesep")
+class ConvBlock(keras.layers.Layer):
+    """Convolution cell (+ optional BatchNorm, activation) that owns its time padding.
+
+    Args:
+        filters: output channels.
+        kernel_size: ``(kernel_t, kernel_f)``.
+        strides: ``(stride_t, stride_f)``; a causal block takes ``stride_t == 1``.
+        dilation_rate: ``(dilation_t, dilation_f)``.
+        separable: depthwise-separable cell (``DepthwiseConv2D`` + 1x1 ``Conv2D``).
+        causal: pad only past frames in time (streamable); otherwise 'same' in time.
+        norm: ``"batch"`` (per-channel, folds into an affine at inference) or ``"none"``.
+        activation: Keras activation name applied last, or ``None``.
+
+    Frequency is always zero-padded 'same', so ``nb_bins_out = ceil(nb_bins / stride_f)``.
+
+    ``block(x)`` -> ``y``; ``block(frame, state=s)`` -> ``(y, new_state)`` with ``s``
+    ``[shape=(nb_batch, state_frames, nb_bins, nb_channels_in)]`` (streaming, causal only).
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size=(3, 3),
+        strides=(1, 1),
+        dilation_rate=(1, 1),
+        separable: bool = True,
+        causal: bool = True,
+        norm: str = "batch",
+        activation: str | None = "relu",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = tuple(int(k) for k in kernel_size)
+        self.strides = tuple(int(s) for s in strides)
+        self.dilation_rate = tuple(int(d) for d in dilation_rate)
+        self.separable = bool(separable)
+        self.causal = bool(causal)
+        self.norm = norm
+        self.activation = activation
+        if causal and self.strides[0] != 1:
+            raise EdgesepError("a causal block cannot stride along time (every frame once)")
+        if norm not in ("batch", "none"):
+            raise EdgesepError(f"norm must be 'batch' or 'none', got {norm!r}")
+        # A separable cell is DepthwiseConv2D + 1x1 Conv2D. TensorFlow's CPU depthwise kernel
+        # takes equal strides only, so with unequal ones (1, 2) the depthwise runs at stride 1
+        # and its output is decimated before the pointwise convolution.
+        self.decimate = (1, 1)
+        self.depthwise = None
+        if self.separable and self.kernel_size != (1, 1):
+            equal = self.strides[0] == self.strides[1]
+            self.decimate = (1, 1) if equal else self.strides
+            self.depthwise = keras.layers.DepthwiseConv2D(
+                self.kernel_size,
+                strides=self.strides if equal else (1, 1),
+                dilation_rate=self.dilation_rate,
+                padding="valid",
+                use_bias=False,
+                name="depthwise",
+            )
+            cell_args = dict(kernel_size=(1, 1))
+        else:
+            cell_args = dict(
+                kernel_size=self.kernel_size, strides=self.strides, dilation_rate=self.dilation_rate
+            )
+        self.cell = keras.layers.Conv2D(
+            self.filters, padding="valid", use_bias=norm == "none", name="cell", **cell_args
+        )
+        self.bn = keras.layers.BatchNormalization(name="bn") if norm == "batch" else None
+        self.act = keras.layers.Activation(activation) if activation else None
+
+    @property
+    def state_frames(self) -> int:
+        """Past input frames a streaming call needs: ``(kernel_t - 1) * dilation_t``."""
+        return (self.kernel_size[0] - 1) * self.dilation_rate[0]
+
+    def _pad(self, x, pad_time):
+        fb, fa = same_padding(
+            x.shape[2], self.kernel_size[1], self.dilation_rate[1], self.strides[1]
+        )
+        return tf.pad(x, [[0, 0], list(pad_time), [fb, fa], [0, 0]])
+
+    def _convolve(self, x):
+        if self.depthwise is not None:
+            x = self.depthwise(x)
+            if self.decimate != (1, 1):
+                x = x[:, :: self.decimate[0], :: self.decimate[1]]
+        return self.cell(x)
+
+    def macs(self, nb_positions: int) -> int:
+        """Multiply-accumulates for ``nb_positions`` output positions (time x frequency)."""
+        total = int(np.prod(self.cell.kernel.shape)) * nb_positions
+        if self.depthwise is not None:
+            dw_positions = nb_positions * self.decimate[0] * self.decimate[1]
+            total += int(np.prod(self.depthwise.depthwise_kernel.shape)) * dw_positions
+        return total
+
+    def _finish(self, y, training):
+        if self.bn is not None:
+            y = self.bn(y, training=training)
+        return self.act(y) if self.act is not None else y
+
+    def call(self, inputs, state=None, training=None):
+        if state is None:
+            if self.causal:
+                pad_time = (self.state_frames, 0)
+            else:
+                size = inputs.shape[1]
+                if size is None and self.strides[0] > 1:
+                    size = tf.shape(inputs)[1]
+                elif size is None:
+                    size = 0  # stride 1: the padding does not depend on the length
+                pad_time = same_padding(
+                    size, self.kernel_size[0], self.dilation_rate[0], self.strides[0]
+                )
+            return self._finish(self._convolve(self._pad(inputs, pad_time)), training)
+        if not self.causal:
+            raise EdgesepError(f"{self.name}: a non-causal block cannot stream")
+        x = tf.concat([state, inputs], axis=1)
+        new_state = x[:, x.shape[1] - self.state_frames :]
+        return self._finish(self._convolve(self._pad(x, (0, 0))), training), new_state
+
+    def get_prunable_weights(self):
+        """Every kernel of the cell (tfmot prunes only the pointwise one of a separable conv)."""
+        kernels = [self.cell.kernel]
+        return kernels + ([self.depthwise.depthwise_kernel] if self.depthwise is not None else [])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "dilation_rate": self.dilation_rate,
+            "separable": self.separable,
+            "causal": self.causal,
+            "norm": self.norm,
+            "activation": self.activation,
+        }
+
+
+@keras.utils.register_keras_serializable(package="edgesep")
+class PooledBranch(keras.layers.Layer):
+    """ASPP image-pooling branch: average, 1x1 block, broadcast back.
+
+    ``axes="freq"`` averages each frame over frequency only (causal, per frame);
+    ``axes="global"`` averages over time and frequency (the paper's non-causal variant).
+    ``[shape=(nb_batch, nb_frames, nb_bins, nb_channels)]`` -> same with ``filters`` channels.
+    """
+
+    def __init__(self, filters: int, axes: str = "freq", norm: str = "batch", **kwargs):
+        super().__init__(**kwargs)
+        if axes not in ("freq", "global"):
+            raise EdgesepError(f"pooling axes must be 'freq' or 'global', got {axes!r}")
+        self.filters, self.axes, self.norm = int(filters), axes, norm
+        self.block = ConvBlock(filters, (1, 1), norm=norm, name="proj")
+
+    def call(self, inputs, training=None):
+        axis = [2] if self.axes == "freq" else [1, 2]
+        pooled = self.block(tf.reduce_mean(inputs, axis=axis, keepdims=True), training=training)
+        return pooled + tf.zeros_like(inputs[..., :1])
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "axes": self.axes,
+                "norm": self.norm}
+
+
+class GraphBuilder:
+    """Wires named layers into a graph, offline or streaming, creating or reusing layers.
+
+    With ``model=None`` it creates each layer on first use; with a built offline ``model`` it
+    takes the layer of the same name from it (so a streaming graph shares its weights).
+    With ``streaming=True`` each causal block with a time kernel gets a state input
+    ``state_i`` (created here, in call order) and returns ``state_i_out``.
+    """
+
+    def __init__(self, model=None, streaming: bool = False, batch_size: int | None = None):
+        self.model = model
+        self.streaming = streaming
+        self.batch_size = batch_size
+        self.state_inputs: list = []
+        self.state_outputs: list = []
+
+    def layer(self, name: str, factory):
+        if self.model is not None:
+            return self.model.get_layer(name)
+        return factory(name)
+
+    def conv(self, name: str, x, filters: int, kernel_size, **kwargs):
+        """Apply the :class:`ConvBlock` ``name``; in streaming mode thread its state."""
+        block = self.layer(name, lambda n: ConvBlock(filters, kernel_size, name=n, **kwargs))
+        if not self.streaming or block.state_frames == 0:
+            return block(x)
+        i = len(self.state_inputs)
+        state = keras.Input(
+            shape=(block.state_frames, x.shape[2], x.shape[3]),
+            batch_size=self.batch_size,
+            name=f"state_{i}",
+        )
+        y, new_state = block(x, state=state)
+        self.state_inputs.append(state)
+        self.state_outputs.append(new_state)
+        return y
+
+    def aspp(self, name: str, x, filters: int, rates, kernel_size, causal: bool, norm: str,
+             separable: bool, pool: bool = True, branch_filters: int | None = None):
+        """Atrous spatial pyramid pooling.
+
+        Rate 1 is a 1x1 branch; rate ``r > 1`` a ``kernel_size`` block dilated ``(r, 1)`` (causal:
+        along time only) or ``(r, r)`` (non-causal: 2-D); plus a pooled branch (over frequency
+        when causal, global otherwise). Branches are concatenated and projected 1x1 to
+        ``filters``. Shapes are kept: ``[shape=(nb_batch, nb_frames, nb_bins, filters)]``.
+        """
+        branch_filters = branch_filters or filters
+        branches = []
+        for r in rates:
+            if r == 1:
+                branches.append(self.conv(f"{name}_r1", x, branch_filters, (1, 1), norm=norm,
+                                          causal=causal))
+            else:
+                dilation = (r, 1) if causal else (r, r)
+                branches.append(self.conv(f"{name}_r{r}", x, branch_filters, kernel_size,
+                                          dilation_rate=dilation, causal=causal, norm=norm,
+                                          separable=separable))
+        if pool:
+            axes = "freq" if causal else "global"
+            branches.append(self.layer(
+                f"{name}_pool", lambda n: PooledBranch(branch_filters, axes, norm=norm, name=n)
+            )(x))
+        cat = self.layer(f"{name}_cat", lambda n: keras.layers.Concatenate(name=n))(branches)
+        return self.conv(f"{name}_proj", cat, filters, (1, 1), norm=norm, causal=causal)
+
+    def couple(self, name: str, x, previous, mode: str, norm: str, causal: bool):
+        """Order-1 coupling: ``x`` (level l of U-Net k) with ``previous`` (level l of U-Net
+        k-1 only). ``mode="concat"``: concatenate, 1x1 projection back to x's channels;
+        ``mode="add"``: sum."""
+        if mode == "add":
+            return self.layer(f"{name}_add", lambda n: keras.layers.Add(name=n))([x, previous])
+        if mode != "concat":
+            raise EdgesepError(f"coupling must be 'concat' or 'add', got {mode!r}")
+        cat = self.layer(f"{name}_cat", lambda n: keras.layers.Concatenate(name=n))([x, previous])
+        return self.conv(f"{name}_proj", cat, x.shape[-1], (1, 1), norm=norm, causal=causal)
