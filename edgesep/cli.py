@@ -75,8 +75,10 @@ DATA_OPTION = click.option(
 @click.option("--steps", type=int, default=None, help="Override the config's step count.")
 @click.option("--resume", is_flag=True, help="Continue from the run's latest checkpoint.")
 @click.option("--limit", type=int, default=None, help="Use at most N clips per split.")
+@click.option("--max-minutes", type=float, default=None,
+              help="Stop (with a checkpoint; --resume goes on) after this much training time.")
 @user_errors
-def train(config_name, data_spec, out_dir, steps, resume, limit):
+def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes):
     """Train a separation model; checkpoints resume after a kill.
 
     Example: edgesep train --config edge --data mir1k:../shared/data/mir1k --out runs/edge1
@@ -93,11 +95,16 @@ def train(config_name, data_spec, out_dir, steps, resume, limit):
     train_clips = load_clips(spec, "train", sample_rate=rate, limit=limit, seed=cfg.train.seed)
     val_clips = load_clips(spec, "val", sample_rate=rate, limit=limit, seed=cfg.train.seed)
     click.echo(f"{cfg.name}: {len(train_clips)} train / {len(val_clips)} val clips from {spec}")
-    metrics = run_training(cfg, train_clips, val_clips, Path(out_dir), resume=resume, steps=steps)
+    max_seconds = None if max_minutes is None else 60 * max_minutes
+    metrics = run_training(
+        cfg, train_clips, val_clips, Path(out_dir), resume=resume, steps=steps,
+        max_seconds=max_seconds,
+    )
     click.echo(f"done: step {metrics['steps']}, best val loss {metrics['best_val_loss']}")
 
 
 @cli.command()
+@click.argument("run", required=False, type=click.Path(exists=True, file_okay=False))
 @click.option(
     "--oracle",
     "oracles",
@@ -116,29 +123,47 @@ def train(config_name, data_spec, out_dir, steps, resume, limit):
     "config_name",
     default="edge",
     show_default=True,
-    help="Config whose STFT (and default data) is used.",
+    help="Config whose STFT (and default data) is used when no RUN is given.",
 )
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write per-clip scores.")
 @user_errors
-def evaluate(oracles, data_spec, split, limit, config_name, csv_path):
-    """Score separation with BSS Eval (GNSDR/GSIR/GSAR, length-weighted).
+def evaluate(run, oracles, data_spec, split, limit, config_name, csv_path):
+    """Score a trained RUN (and/or oracles) with BSS Eval (GNSDR/GSIR/GSAR, length-weighted).
 
-    Example: edgesep evaluate --oracle irm --oracle mixture --data mir1k:/data/MIR-1K --split test
+    With a RUN, the table shows it beside the IRM oracle and the unprocessed mixture.
+
+    \b
+    Example: edgesep evaluate runs/edge1 --data mir1k:/data/MIR-1K --split test --csv clips.csv
+    Example: edgesep evaluate --oracle irm --oracle mixture --data mir1k:/data/MIR-1K
     """
     from edgesep.config import load_config
     from edgesep.data import load_clips
-    from edgesep.evaluate import evaluate_oracle, format_tables, write_csv
+    from edgesep.evaluate import evaluate_oracle, evaluate_separator, format_tables, write_csv
 
-    if not oracles:
-        raise EdgesepError("nothing to evaluate: give --oracle irm and/or --oracle mixture")
-    cfg = load_config(config_name)
+    if not oracles and not run:
+        raise EdgesepError("nothing to evaluate: give a RUN and/or --oracle irm|mixture")
+    if run:
+        from edgesep.inference import keras_separator
+        from edgesep.train import load_run
+
+        model, cfg = load_run(run)
+        oracles = oracles or ("irm", "mixture")
+    else:
+        cfg = load_config(config_name)
     spec = data_spec or cfg.train.data
-    clips = load_clips(spec, split, sample_rate=cfg.stft.sample_rate, limit=limit,
-                       seed=cfg.train.seed)
+    clips = load_clips(
+        spec, split, sample_rate=cfg.stft.sample_rate, limit=limit, seed=cfg.train.seed
+    )
     seconds = sum(c.duration for c in clips)
-    click.echo(f"{len(clips)} {split} clips from {spec} ({seconds:.0f} s); "
-               f"BSS Eval (mir_eval), compute_permutation=False")
-    evaluations = [evaluate_oracle(clips, o, cfg.stft) for o in oracles]
+    click.echo(
+        f"{len(clips)} {split} clips from {spec} ({seconds:.0f} s); "
+        f"BSS Eval (mir_eval), compute_permutation=False"
+    )
+    evaluations = []
+    if run:
+        separate = keras_separator(model, cfg)
+        evaluations.append(evaluate_separator(clips, separate, method=f"{cfg.name} ({run})"))
+    evaluations += [evaluate_oracle(clips, o, cfg.stft) for o in oracles]
     click.echo(format_tables(evaluations, title=f"{spec} {split}, {len(clips)} clips"))
     if csv_path:
         click.echo(f"per-clip scores: {write_csv(csv_path, evaluations)}")
@@ -352,6 +377,49 @@ def info(target: str, as_json: bool) -> None:
         return
     for key, value in figures.items():
         click.echo(f"{key:30s} {value}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Export directory to create (models + manifest.json).")
+@click.option("--int8", is_flag=True, help="Full-integer int8 TFLite (int8 I/O, states too).")
+@click.option("--fp16", is_flag=True, help="float16-weight TFLite.")
+@click.option("--int16x8", is_flag=True, help="int16 activations / int8 weights TFLite.")
+@click.option("--dynamic", is_flag=True, help="Dynamic-range (int8 weights) TFLite.")
+@click.option("--onnx", is_flag=True, help="ONNX float32 (and QDQ int8 with --int8).")
+@click.option("--prune", type=float, default=None,
+              help="Prune this fraction of the separable kernels' weights (e.g. 0.5).")
+@click.option("--structured", is_flag=True,
+              help="With --prune: remove that fraction of every block's channels instead.")
+@click.option("--prune-steps", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Fine-tuning steps after pruning.")
+@click.option("--calib-data", default=None,
+              help="Calibration/check data (synthetic, mir1k:PATH, mixtures:PATH). "
+              "Default: the run's training data.")
+@click.option("--calib-frames", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Frames of real audio for int8 calibration.")
+@click.option("--force", is_flag=True, help="Replace an existing export directory.")
+@user_errors
+def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structured, prune_steps,
+           calib_data, calib_frames, force):
+    """Prune, quantise and export a trained run as streaming TFLite/ONNX models + manifest.
+
+    Example: edgesep export runs/edge1 --int8 --onnx --out build/edge1
+    """
+    import json
+
+    from edgesep.export import export_run
+    from edgesep.export.manifest import accuracy_table
+
+    path = export_run(run_dir, out_dir, int8=int8, fp16=fp16, int16x8=int16x8, dynamic=dynamic,
+                      onnx=onnx, prune=prune, structured=structured, calib_data=calib_data,
+                      calib_frames=calib_frames, force=force, prune_steps=prune_steps)
+    manifest = json.loads(path.read_text())
+    click.echo(accuracy_table(manifest))
+    for key, reason in manifest.get("failed", {}).items():
+        click.echo(f"warning: {key} not exported: {reason}", err=True)
+    click.echo(f"wrote {path}")
 
 
 def main() -> None:

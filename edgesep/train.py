@@ -105,8 +105,13 @@ def train(
     resume: bool = False,
     steps: int | None = None,
     progress: bool = True,
+    max_seconds: float | None = None,
 ) -> dict:
-    """Train ``cfg``'s model into ``out_dir``; returns the metrics written to metrics.json."""
+    """Train ``cfg``'s model into ``out_dir``; returns the metrics written to metrics.json.
+
+    ``max_seconds`` stops early (with a checkpoint, so ``--resume`` can go on) once this
+    session has trained that long.
+    """
     import tensorflow as tf
     import tf_keras as keras
     from tqdm import tqdm
@@ -198,7 +203,9 @@ def train(
         bar.set_postfix(loss=f"{loss_avg:.4f}")
         with writer.as_default():
             tf.summary.scalar("loss/train", loss, step=step)
-        if val_batches and (step % tc.validate_every == 0 or step == total_steps):
+        out_of_time = max_seconds is not None and time.perf_counter() - t0 > max_seconds
+        last = step == total_steps or out_of_time
+        if val_batches and (step % tc.validate_every == 0 or last):
             val_loss = float(np.mean([eval_step(*b) for b in val_batches]))
             with writer.as_default():
                 tf.summary.scalar("loss/val", val_loss, step=step)
@@ -207,11 +214,14 @@ def train(
             if val_loss < float(best_val):
                 best_val.assign(val_loss)
                 _save_weights(model, out_dir / WEIGHTS_FILE)
-        if step % tc.checkpoint_every == 0 or step == total_steps:
+        if step % tc.checkpoint_every == 0 or last:
             if not val_batches:
                 _save_weights(model, out_dir / WEIGHTS_FILE)
             manager.save(checkpoint_number=step)
             _write_json(out_dir / "history.json", history)
+        if out_of_time:
+            log.info("stopping at step %d: time budget of %.0f s used", step, max_seconds)
+            break
     bar.close()
     elapsed = time.perf_counter() - t0
     done = int(step_var) - start
