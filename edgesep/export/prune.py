@@ -1,0 +1,332 @@
+"""Pruning: unstructured magnitude pruning with tfmot, and structured (channel) pruning.
+
+**Magnitude pruning** (:func:`prune_magnitude`) wraps every
+:class:`~edgesep.models.layers.ConvBlock`
+except the stem in tfmot's ``PruneLowMagnitude``. tfmot's built-in rules prune only the
+pointwise kernel of a ``SeparableConv2D`` and nothing of a ``DepthwiseConv2D``; ``ConvBlock``
+defines ``get_prunable_weights`` returning *every* kernel of its cell (depthwise and pointwise
+of a separable cell, the kernel of a 1x1 cell), which tfmot accepts as a custom prunable layer.
+The sparsity ramps with ``PolynomialDecay`` from 0 to the target over the fine-tuning steps,
+then ``strip_pruning`` leaves the plain model with zeros in it. Unstructured zeros only shrink
+the compressed file (TFLite's sparse format gave no speed-up here, see DESIGN.md).
+
+**Structured pruning** (:func:`prune_structured`) removes whole output channels: every channel
+count of the ``[model]`` section (``channels`` per level and ``aspp_channels``) is scaled by
+``1 - fraction``, a model of the smaller config is built, and each of its layers receives the
+kept slice of the trained layer of the same name. Which channels a block keeps is ranked by the
+L1 norm of its last kernel's output channels (the pointwise kernel of a separable block); blocks
+whose outputs are summed (``Add``: the chained stack inputs, ``coupling = "add"``) rank their
+channels jointly, so the sum keeps matching channels. Input channels of each kernel follow the
+kept channels of whatever produces them, traced through the graph (concatenations map to the
+kept channels of each part at its offset). The copy is exact for the kept channels, so the
+smaller model starts close to the trained one; it is then fine-tuned ``steps`` steps (the
+removed channels' contributions are gone and BatchNorm statistics shift).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from edgesep.errors import EdgesepError
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+#: ``fine_tune(model, steps, callbacks)``: trains ``model`` in place for ``steps`` steps, calling
+#: each Keras callback as ``model.fit`` would (``on_train_begin``, ``on_train_batch_begin`` and
+#: ``_end`` per step, ``on_epoch_end``, ``on_train_end``); ``model.fit(..., callbacks=callbacks)``
+#: qualifies.
+FineTune = Callable[..., None]
+
+
+@dataclass
+class PruneReport:
+    method: str  # magnitude | structured
+    target: float
+    sparsity: dict = field(default_factory=dict)  # kind -> fraction of zeros
+    pruned_weights: dict = field(default_factory=dict)  # weight name -> fraction of zeros
+    channels: dict = field(default_factory=dict)  # structured: before/after channel settings
+    steps: int = 0
+
+
+def _blocks(model):
+    from edgesep.models.layers import ConvBlock
+
+    return [lyr for lyr in model.layers if isinstance(lyr, ConvBlock) and lyr.name != "stem"]
+
+
+def kernel_sparsity(model) -> tuple[dict, dict]:
+    """Fraction of zero weights in the pruned kernels: ``({"depthwise": f, "pointwise": f,
+    "all": f, ...}, {weight name: f})``."""
+    per_weight, totals = {}, {}
+    for block in _blocks(model):
+        for w in block.get_prunable_weights():
+            values = w.numpy()
+            per_weight[w.name] = float(np.mean(values == 0))
+            if "depthwise" in w.name:
+                kind = "depthwise"
+            elif "pointwise" in w.name or values.shape[:2] == (1, 1):
+                kind = "pointwise"  # a separable cell's, or a 1x1 block's kernel
+            else:
+                kind = "conv"
+            zeros, size = totals.get(kind, (0, 0))
+            totals[kind] = (zeros + int(np.sum(values == 0)), size + values.size)
+    summary = {k: z / n for k, (z, n) in totals.items()}
+    all_zeros = sum(z for z, _ in totals.values())
+    all_size = sum(n for _, n in totals.values())
+    summary["all"] = all_zeros / all_size if all_size else 0.0
+    return summary, per_weight
+
+
+def default_fine_tune(cfg, data: str = "synthetic", *, batch_size: int = 8, seed: int = 0,
+                      learning_rate: float | None = None) -> FineTune:
+    """A :data:`FineTune` on ``data``'s train clips with the training loss of
+    :mod:`edgesep.train` (masked L1, every stack's masks), float32, Adam."""
+    from edgesep.data import load_clips
+    from edgesep.train import SpectrogramSet, masked_l1_loss
+
+    clips = load_clips(data, "train", sample_rate=cfg.stft.sample_rate, seed=seed)
+    train_set = SpectrogramSet.from_clips(clips, cfg)
+    lr = learning_rate or cfg.train.learning_rate * 0.3
+
+    def fine_tune(model, steps: int, callbacks=()) -> None:
+        import tensorflow as tf
+        import tf_keras as keras
+
+        optimizer = keras.optimizers.Adam(lr)
+
+        @tf.function
+        def train_step(features, mix_mag, src_mag):
+            with tf.GradientTape() as tape:
+                out = model(features, training=True)
+                out = list(out) if isinstance(out, (list, tuple)) else [out]
+                loss = masked_l1_loss(out, mix_mag, src_mag)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            return loss
+
+        for cb in callbacks:
+            cb.set_model(model)
+            cb.on_train_begin()
+        for step in range(steps):
+            rng = np.random.default_rng([seed, 7, step])
+            batch = train_set.batch(rng, batch_size, cfg.train.patch_frames)
+            for cb in callbacks:
+                cb.on_train_batch_begin(step)
+            train_step(*(tf.constant(b, tf.float32) for b in batch))
+            for cb in callbacks:
+                cb.on_train_batch_end(step)
+        for cb in callbacks:
+            cb.on_epoch_end(0)
+            cb.on_train_end()
+
+    return fine_tune
+
+
+def _clone(model):
+    import tf_keras as keras
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def prune_magnitude(model, cfg, sparsity: float, fine_tune: FineTune | None = None,
+                    steps: int = 100, data: str = "synthetic"):
+    """Magnitude-prune the separable blocks' kernels (depthwise and pointwise) to ``sparsity``.
+
+    Returns ``(pruned model, PruneReport)``; ``model`` is left untouched. ``fine_tune``
+    defaults to :func:`default_fine_tune` on ``data``. The schedule reaches the target at
+    ``steps`` (at least 1) and updates the masks every ``max(1, steps // 10)`` steps.
+    """
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+
+    if not 0.0 < sparsity < 1.0:
+        raise EdgesepError(f"--prune takes a fraction in (0, 1), got {sparsity}")
+    steps = max(1, int(steps))
+    fine_tune = fine_tune or default_fine_tune(cfg, data)
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=float(sparsity), begin_step=0,
+        end_step=max(0, steps - 1), frequency=max(1, steps // 10),
+    )
+    names = {b.name for b in _blocks(model)}
+
+    def wrap(layer):
+        if layer.name in names:
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return layer
+
+    base = _clone(model)
+    pruned = keras.models.clone_model(base, clone_function=wrap)
+    fine_tune(pruned, steps, [tfmot.sparsity.keras.UpdatePruningStep()])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    summary, per_weight = kernel_sparsity(stripped)
+    return stripped, PruneReport("magnitude", float(sparsity), summary, per_weight, steps=steps)
+
+
+# ------------------------------------------------------------------------------- structured
+
+
+def scaled_config(cfg, fraction: float):
+    """``cfg`` with every channel count scaled by ``1 - fraction`` (at least 1)."""
+    from edgesep.models import model_config
+
+    mc = model_config(cfg)
+    keep = 1.0 - fraction
+    model = dict(cfg.model)
+    model["channels"] = [max(1, round(c * keep)) for c in mc.channels]
+    if mc.aspp_channels:
+        model["aspp_channels"] = max(1, round(mc.aspp_channels * keep))
+    return replace(cfg, model=model)
+
+
+def _inbound(layer) -> list:
+    found = []
+    for node in layer._inbound_nodes:
+        inbound = node.inbound_layers
+        found.extend(inbound if isinstance(inbound, (list, tuple)) else [inbound])
+    return found
+
+
+def _out_channels(layer) -> int:
+    shape = layer.output_shape
+    if isinstance(shape, list):
+        shape = shape[0]
+    return int(shape[-1])
+
+
+def _last_kernel(layer):
+    """The kernel whose last axis is the layer's output channels."""
+    from edgesep.models.layers import PooledBranch
+
+    cell = layer.block.cell if isinstance(layer, PooledBranch) else layer.cell
+    return cell.pointwise_kernel if hasattr(cell, "pointwise_kernel") else cell.kernel
+
+
+def _channel_plan(old, new) -> dict[str, np.ndarray]:
+    """Old-model output channel indices kept by each layer of ``new`` (by layer name)."""
+    import tf_keras as keras
+
+    from edgesep.models.layers import ConvBlock, PooledBranch
+
+    producers = (ConvBlock, PooledBranch)
+    parent: dict[str, str] = {}
+
+    def find(name: str) -> str:
+        while parent.get(name, name) != name:
+            name = parent[name]
+        return name
+
+    def source(layer):
+        """The channel-producing layer behind pass-through layers (None for inputs)."""
+        while not isinstance(layer, producers + (keras.layers.Add, keras.layers.Concatenate)):
+            inbound = _inbound(layer)
+            if not inbound:
+                return None
+            layer = inbound[0]
+        return layer
+
+    for layer in old.layers:  # blocks summed by an Add rank their channels together
+        if isinstance(layer, keras.layers.Add):
+            roots = [s.name for s in map(source, _inbound(layer)) if s is not None]
+            for r in roots[1:]:
+                parent[find(r)] = find(roots[0])
+            parent.setdefault(layer.name, find(roots[0]) if roots else layer.name)
+
+    scores: dict[str, np.ndarray] = {}
+    sizes: dict[str, int] = {}
+    for layer in old.layers:
+        if isinstance(layer, producers):
+            kernel = _last_kernel(layer).numpy()
+            l1 = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
+            root = find(layer.name)
+            scores[root] = scores.get(root, 0) + l1
+            sizes[root] = _out_channels(new.get_layer(layer.name))
+    kept_group = {r: np.sort(np.argsort(-s, kind="stable")[: sizes[r]]) for r, s in scores.items()}
+
+    kept: dict[str, np.ndarray] = {}
+    for layer in old.layers:
+        inbound = _inbound(layer)
+        if isinstance(layer, producers):
+            kept[layer.name] = kept_group[find(layer.name)]
+        elif isinstance(layer, keras.layers.Concatenate):
+            parts, offset = [], 0
+            for lyr in inbound:
+                parts.append(kept[lyr.name] + offset)
+                offset += _out_channels(lyr)
+            kept[layer.name] = np.concatenate(parts)
+        elif isinstance(layer, keras.layers.Add):
+            kept[layer.name] = kept[inbound[0].name]
+        elif inbound and _out_channels(layer) == _out_channels(inbound[0]):
+            kept[layer.name] = kept[inbound[0].name]
+        else:  # inputs, heads (all sources kept)
+            kept[layer.name] = np.arange(_out_channels(layer))
+    return kept
+
+
+def _take(values: np.ndarray, axis: int, index: np.ndarray, size: int) -> np.ndarray:
+    if values.shape[axis] == size:
+        return values
+    if len(index) != size:  # cannot happen for the builder's graphs; keep shapes right anyway
+        index = np.arange(size)
+    return np.take(values, index, axis=axis)
+
+
+def copy_kept_weights(old, new) -> None:
+    """Give each layer of ``new`` the kept slice of the same-named layer of ``old``."""
+    import tf_keras as keras
+
+    kept = _channel_plan(old, new)
+    for layer in new.layers:
+        if not layer.weights:
+            continue
+        src = old.get_layer(layer.name)
+        inbound = _inbound(src)
+        in_kept = kept[inbound[0].name] if inbound else np.arange(1)
+        out_kept = kept[layer.name]
+        transpose = isinstance(layer, keras.layers.Conv2DTranspose)
+        values = []
+        for w_new, w_old in zip(layer.weights, src.weights, strict=True):
+            v, shape = w_old.numpy(), tuple(w_new.shape)
+            if v.ndim == 4:
+                in_axis, out_axis = (3, 2) if transpose else (2, 3)
+                v = _take(v, in_axis, in_kept, shape[in_axis])
+                v = _take(v, out_axis, out_kept, shape[out_axis])
+            elif v.ndim == 1:
+                v = _take(v, 0, out_kept, shape[0])
+            if v.shape != shape:
+                raise EdgesepError(f"structured pruning: {w_new.name} {v.shape} != {shape}")
+            values.append(v)
+        layer.set_weights(values)
+
+
+def prune_structured(model, cfg, fraction: float, fine_tune: FineTune | None = None,
+                     steps: int = 100, data: str = "synthetic"):
+    """Remove ``fraction`` of every block's channels (see the module docstring).
+
+    Returns ``(smaller model, smaller Config, PruneReport)``.
+    """
+    from edgesep.models import build_model, model_config
+
+    if not 0.0 < fraction < 1.0:
+        raise EdgesepError(f"--prune takes a fraction in (0, 1), got {fraction}")
+    new_cfg = scaled_config(cfg, fraction)
+    small = build_model(new_cfg)
+    copy_kept_weights(model, small)
+    if steps > 0:
+        (fine_tune or default_fine_tune(cfg, data))(small, int(steps), [])
+    before, after = model_config(cfg), model_config(new_cfg)
+    report = PruneReport(
+        "structured", float(fraction),
+        sparsity={"parameters": 1.0 - small.count_params() / model.count_params()},
+        channels={"before": {"channels": list(before.channels),
+                             "aspp_channels": before.aspp_channels},
+                  "after": {"channels": list(after.channels),
+                            "aspp_channels": after.aspp_channels}},
+        steps=int(steps),
+    )
+    return small, new_cfg, report

@@ -1,0 +1,208 @@
+"""Export: every artefact loads and matches the Keras streaming model on real audio with
+carried states; int8 states round-trip exactly; pruning covers depthwise kernels; structured
+pruning shrinks the model; the command refuses to overwrite and rejects incomplete runs.
+
+The model is a tiny edge config fine-tuned a few steps on real speech-in-noise mixtures
+(``mixtures:EDGESEP_DATA``), enough for non-trivial weights and activation ranges.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from click.testing import CliRunner  # noqa: E402
+
+from edgesep.cli import cli  # noqa: E402
+from edgesep.config import TrainConfig, load_config, save_config  # noqa: E402
+from edgesep.dsp import StftConfig  # noqa: E402
+
+#: max |mask - Keras mask| over the frames; integer ones in units of the mask's scale (LSB).
+FLOAT_TOL = {"float32": 1e-4, "onnx_float32": 1e-4, "float16": 1e-2, "dynamic": 5e-2}
+LSB_TOL = {"int8": 8, "int16x8": 64}
+ONNX_INT8_TOL = 0.1
+NB_FRAMES = 50
+
+
+def tiny_config():
+    cfg = load_config("edge")
+    return replace(
+        cfg, name="tiny", stft=StftConfig(16000, 256, 64),
+        model=dict(cfg.model, channels=[4, 6, 8], aspp_rates=[1, 2]),
+        train=TrainConfig(steps=8, batch_size=4, patch_frames=32),
+    )
+
+
+@pytest.fixture(scope="session")
+def data_spec(data_root) -> str:
+    return f"mixtures:{data_root}"
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory, data_spec):
+    """A run directory (config.json + model.weights.h5) of the tiny model, 8 steps trained."""
+    from edgesep.export.prune import default_fine_tune
+    from edgesep.models import build_model
+
+    cfg = tiny_config()
+    cfg = replace(cfg, train=replace(cfg.train, data=data_spec))
+    run = tmp_path_factory.mktemp("run")
+    model = build_model(cfg)
+    default_fine_tune(cfg, data_spec, batch_size=4)(model, 8)
+    save_config(cfg, run / "config.json")
+    model.save_weights(str(run / "model.weights.h5"))
+    return run
+
+
+@pytest.fixture(scope="session")
+def exported(run_dir, tmp_path_factory):
+    from edgesep.export import export_run
+
+    out = tmp_path_factory.mktemp("exports") / "tiny"
+    path = export_run(run_dir, out, int8=True, fp16=True, int16x8=True, dynamic=True, onnx=True,
+                      calib_frames=200, eval_clips=1, eval_frames=60, progress=False)
+    return out, json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def reference(run_dir, data_spec):
+    """Keras streaming masks over NB_FRAMES frames of a real val clip, and those frames."""
+    from edgesep.calibration.representative import (
+        KerasStepper,
+        calibration_clips,
+        clip_features,
+    )
+    from edgesep.export.manifest import run_masks
+    from edgesep.models import build_streaming_model
+    from edgesep.train import load_run
+
+    model, cfg = load_run(run_dir)
+    clip = calibration_clips(data_spec, cfg, split="val", limit=1)[0]
+    features = clip_features(clip.mixture, cfg)[:NB_FRAMES]
+    return features, run_masks(KerasStepper(build_streaming_model(model, cfg)), features)
+
+
+@pytest.mark.slow
+def test_every_artefact_loads_and_matches_keras(exported, reference):
+    from edgesep.export.manifest import run_masks, sha256
+    from edgesep.export.onnx import OnnxStepper
+    from edgesep.export.tflite import TfliteStepper
+
+    out, manifest = exported
+    features, keras_masks = reference
+    assert manifest.get("failed", {}).keys() <= {"int16x8"}  # see test_int16x8_runs_or_is_reported
+    for key, art in manifest["artefacts"].items():
+        path = out / art["file"]
+        assert sha256(path) == art["sha256"]
+        stepper = OnnxStepper(path) if art["format"] == "onnx" else TfliteStepper(path)
+        err = float(np.max(np.abs(run_masks(stepper, features) - keras_masks)))
+        if key in FLOAT_TOL:
+            assert err <= FLOAT_TOL[key], (key, err)
+        elif key in LSB_TOL:
+            scale = next(o["scale"] for o in art["outputs"] if o["name"] == "masks")
+            assert err <= LSB_TOL[key] * scale, (key, err, err / scale)
+        else:
+            assert err <= ONNX_INT8_TOL, (key, err)
+        assert art["accuracy"]["max_abs_mask_error"] >= 0
+
+
+@pytest.mark.slow
+def test_int8_state_quantization_round_trips(exported):
+    from edgesep.export.tflite import TfliteStepper
+
+    out, manifest = exported
+    art = manifest["artefacts"]["int8"]
+    outputs = {o["name"]: o for o in art["outputs"]}
+    states = [i for i in art["inputs"] if i["role"] == "state"]
+    assert states and all(i["dtype"] == "int8" for i in art["inputs"])
+    for s in states:
+        o = outputs[s["feeds_from"]]
+        assert (o["scale"], o["zero_point"]) == (s["scale"], s["zero_point"]), s["name"]
+    assert art["state_quantization_matches"] is True
+    # fed straight back, the int8 state is the int8 output, bit for bit
+    stepper = TfliteStepper(out / art["file"])
+    stepper.step(np.ones(stepper.inputs[0]["shape"][2], np.float32))
+    for s in stepper.states:
+        raw = stepper.interp.get_tensor(stepper.out_by_name[s["feeds_from"]]["index"])
+        assert np.array_equal(stepper._state_values[s["name"]], raw)
+
+
+@pytest.mark.slow
+def test_int16x8_runs_or_is_reported(exported):
+    """int16x8 either exports and loads, or the manifest says why (the interpreter aborted on
+    an int16 MEAN kernel for models with a pooled ASPP branch here)."""
+    out, manifest = exported
+    if "int16x8" in manifest["artefacts"]:
+        assert (out / manifest["artefacts"]["int16x8"]["file"]).exists()
+    else:
+        assert "int16x8" in manifest["failed"]
+        assert not (out / "model_int16x8.tflite").exists()
+
+
+@pytest.mark.slow
+def test_calibration_ranges_and_manifest_fields(exported):
+    out, manifest = exported
+    ranges = json.loads((out / "calibration_ranges.json").read_text())
+    names = {t["name"] for t in ranges["tensors"]}
+    assert {"frame", "state_0", "masks", "state_0_out"} <= names
+    assert manifest["format"] == "edgesep-manifest" and manifest["version"] == 1
+    assert manifest["algorithmic_latency_samples"] == 256
+    f32 = manifest["artefacts"]["float32"]
+    assert [i["name"] for i in f32["inputs"]][:2] == ["frame", "state_0"]
+    assert all(o["tensor_name"] for o in f32["outputs"])
+
+
+@pytest.mark.slow
+def test_magnitude_pruning_covers_depthwise_kernels(run_dir, data_spec):
+    from edgesep.export.prune import default_fine_tune, kernel_sparsity, prune_magnitude
+    from edgesep.train import load_run
+
+    model, cfg = load_run(run_dir)
+    before = kernel_sparsity(model)[0]
+    pruned, report = prune_magnitude(model, cfg, 0.5, default_fine_tune(cfg, data_spec,
+                                                                       batch_size=2), steps=4)
+    assert before["depthwise"] < 0.1
+    assert report.sparsity["depthwise"] >= 0.49
+    assert report.sparsity["pointwise"] >= 0.49
+    assert kernel_sparsity(model)[0]["depthwise"] == before["depthwise"]  # input untouched
+
+
+@pytest.mark.slow
+def test_structured_pruning_shrinks_parameters_and_macs(run_dir):
+    from edgesep.export.prune import prune_structured
+    from edgesep.models import count_macs, count_parameters
+    from edgesep.train import load_run
+
+    model, cfg = load_run(run_dir)
+    small, small_cfg, report = prune_structured(model, cfg, 0.5, steps=0)
+    assert count_parameters(small) < 0.6 * count_parameters(model)
+    assert count_macs(small_cfg) < 0.6 * count_macs(cfg)
+    assert report.channels["after"]["channels"] == [2, 3, 4]
+    x = np.random.default_rng(0).random((1, 8, cfg.nb_model_bins, 1)).astype(np.float32)
+    assert np.all(np.isfinite(small(x)[-1]))
+
+
+def test_export_refuses_existing_out_dir(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "run").mkdir()
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "run"), "--out",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "already exists" in result.output and "--force" in result.output
+
+
+def test_export_rejects_incomplete_run_dir(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(tiny_config(), run / "config.json")  # no weights: training never finished
+    result = CliRunner().invoke(cli, ["export", str(run), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "incomplete run" in result.output
+    assert not (tmp_path / "out").exists()
+    assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
