@@ -187,22 +187,6 @@ THREADS_OPTION = click.option(
 )
 
 
-def _open_streamer(model_dir: str, precision: str | None, backend: str, threads: int):
-    """Load and check the manifest, open the backend on the chosen artefact."""
-    from edgesep.runtime import BACKENDS, Streamer, load_manifest, open_backend
-
-    manifest = load_manifest(model_dir)
-    fmt = BACKENDS[backend].format
-    artefact = manifest.artefact(precision, fmt or "tflite")
-    if fmt is None:
-        if not manifest.source_run:
-            raise EdgesepError(f"{model_dir}: manifest has no source_run for --backend keras")
-        model_path = manifest.source_run
-    else:
-        model_path = artefact.path
-    return Streamer(manifest, open_backend(backend, model_path, threads), artefact)
-
-
 @cli.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("-i", "--input", "inputs", multiple=True, type=click.Path(dir_okay=False),
@@ -234,9 +218,9 @@ def stream(model_dir, inputs, out_dir, fmt, precision, backend, threads, strict,
     from tqdm import tqdm
 
     from edgesep.audio import write_audio
-    from edgesep.runtime.stream import read_input, separate_file
+    from edgesep.runtime.stream import open_streamer, read_input, separate_file
 
-    streamer = _open_streamer(model_dir, precision, backend, threads)
+    streamer = open_streamer(model_dir, precision, backend, threads)
     if live:
         from edgesep.runtime.live import run_live
 
@@ -283,52 +267,21 @@ def bench(model_dir, precision, backend, threads, warmup, count, json_path):
     Example:
       edgesep bench build/edge1 --precision int8 --threads 1 --count 2000 --json bench.json
     """
-    import json
-    import resource
-    import time
+    from edgesep.runtime.bench import benchmark, format_benchmark
 
-    import numpy as np
-
-    from edgesep.runtime import LatencyStats
-
-    t0 = time.perf_counter_ns()
-    streamer = _open_streamer(model_dir, precision, backend, threads)
-    init_us = (time.perf_counter_ns() - t0) / 1000
-    est, hop = streamer.estimator, streamer.hop
-    hop_ns = round(1e9 * hop / streamer.cfg.sample_rate)
-    rng = np.random.default_rng(0)
-    feats = np.log1p(rng.random(est.nb_model_bins, dtype=np.float32))
-    t0 = time.perf_counter_ns()
-    est.step(feats)
-    first_us = (time.perf_counter_ns() - t0) / 1000
-    results = {"backend": backend, "artefact": est.artefact.key, "threads": threads,
-               "init_us": init_us, "first_inference_us": first_us}
-    chunks = (0.1 * rng.standard_normal((64, hop))).astype(np.float32)
-    for label, fn in (("model", lambda i: est.step(feats)),
-                      ("model+dsp", lambda i: streamer.process_chunk(chunks[i % 64]))):
-        for phase, n in (("warmup", warmup), ("steady", count)):
-            stats = LatencyStats(deadline_ns=hop_ns, audio_ns_per_call=hop_ns)
-            for i in range(n):
-                s = time.perf_counter_ns()
-                fn(i)
-                stats.add(time.perf_counter_ns() - s)
-            results[f"{label}_{phase}"] = stats.summary()
-    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    click.echo(f"{'backend':<18}{backend} ({est.artefact.key}, {threads} thread(s))")
-    click.echo(f"{'init':<18}{init_us:,.0f} µs")
-    click.echo(f"{'first inference':<18}{first_us:,.0f} µs")
-    click.echo(f"{'':<18}{'count':>7}{'min':>9}{'max':>9}{'avg':>9}{'std':>9}{'p99':>9}  µs")
-    for key in ("model_warmup", "model_steady", "model+dsp_warmup", "model+dsp_steady"):
-        s = results[key]
-        click.echo(f"{key:<18}{s['count']:>7}{s['min_us']:>9.1f}{s['max_us']:>9.1f}"
-                   f"{s['avg_us']:>9.1f}{s['std_us']:>9.1f}{s['p99_us']:>9.1f}")
-    steady = results["model+dsp_steady"]
-    click.echo(f"{'hop budget':<18}{hop_ns / 1000:,.0f} µs; real-time factor "
-               f"{steady['real_time_factor']:.4f}; deadline misses {steady['deadline_misses']}")
-    click.echo(f"{'peak memory':<18}{results['peak_rss_mb']:.1f} MB (ru_maxrss)")
+    results = benchmark(model_dir, precision, backend, threads, warmup, count)
+    click.echo(format_benchmark(results))
     if json_path:
-        with open(json_path, "w") as fh:
-            json.dump(results, fh, indent=2)
+        _write_json(json_path, results)
+
+
+def _write_json(path: str, data: dict) -> None:
+    import json
+    from pathlib import Path
+
+    tmp = Path(path).with_name(".tmp-" + Path(path).name)
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
 
 
 @cli.command()
@@ -420,6 +373,59 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
     for key, reason in manifest.get("failed", {}).items():
         click.echo(f"warning: {key} not exported: {reason}", err=True)
     click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--reference", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The run directory (Keras model) or another export (its float32 model).")
+@DATA_OPTION
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="val",
+              show_default=True)
+@click.option("--limit", type=int, default=None, help="Validate on at most N clips.")
+@click.option("--max-sdr-drop", type=float, default=0.3, show_default=True,
+              help="Largest allowed SDR drop (dB) of the export against the reference.")
+@click.option("--max-p99-ms", type=float, default=None,
+              help="Largest allowed per-hop p99 latency on the target (ms, scaled).")
+@click.option("--target", type=click.Choice(["desktop", "rpi4", "rpi5"]), default="desktop",
+              show_default=True, help="Latency profile (its assumptions are in the report).")
+@PRECISION_OPTION
+@BACKEND_OPTION
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write a JSON report.")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
+              help="Write a JUnit XML report (one test case per check).")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False),
+              help="Write a Markdown report.")
+@user_errors
+def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p99_ms, target,
+             precision, backend, json_path, junit_path, md_path):
+    """Gate an export on accuracy drop and latency: exit 0 pass, 1 regression, 2 usage error.
+
+    \b
+    Example: edgesep validate build/edge1 --reference runs/edge1 --data mir1k:/data/MIR-1K \\
+                 --max-sdr-drop 0.3 --target rpi5 --json report.json --junit junit.xml
+    """
+    from edgesep import validate as gate
+    from edgesep.data import load_clips
+    from edgesep.runtime import load_manifest
+
+    manifest = load_manifest(export_dir)
+    spec = data_spec or manifest.raw.get("config", {}).get("train", {}).get("data", "synthetic")
+    clips = load_clips(spec, split, sample_rate=manifest.stft.sample_rate, limit=limit)
+    click.echo(f"validating on {len(clips)} {split} clips from {spec}", err=True)
+    report = gate.validate(export_dir, reference, clips, target=target, precision=precision,
+                           backend=backend, max_sdr_drop=max_sdr_drop, max_p99_ms=max_p99_ms)
+    click.echo(gate.markdown(report))
+    if json_path:
+        gate.write_json(report, json_path)
+    if junit_path:
+        gate.write_junit(report, junit_path)
+    if md_path:
+        gate.write_markdown(report, md_path)
+    if not report.passed:
+        failed = ", ".join(c.name for c in report.checks if not c.passed)
+        click.echo(f"FAIL: {failed}", err=True)
+        raise SystemExit(1)
 
 
 def main() -> None:

@@ -230,3 +230,25 @@ def read_input(path: str | Path, sample_rate: int, strict: bool = False
         notices.append(f"{path}: resampled {rate} Hz -> {sample_rate} Hz")
         audio = resample(audio, rate, sample_rate)
     return audio.astype(np.float32, copy=False), notices
+
+
+def open_streamer(
+    model_dir: str | Path, precision: str | None = None, backend: str = "litert", threads: int = 1
+) -> Streamer:
+    """Load and check ``model_dir``'s manifest and open ``backend`` on the chosen artefact
+    (``keras``: the manifest's source run, the reference)."""
+    from edgesep.runtime.backends import BACKENDS, open_backend
+    from edgesep.runtime.manifest import load_manifest
+
+    manifest = load_manifest(model_dir)
+    if backend not in BACKENDS:
+        raise EdgesepError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    fmt = BACKENDS[backend].format
+    artefact = manifest.artefact(precision, fmt or "tflite")
+    if fmt is None:
+        if not manifest.source_run:
+            raise EdgesepError(f"{model_dir}: manifest has no source_run for --backend keras")
+        model_path = manifest.source_run
+    else:
+        model_path = artefact.path
+    return Streamer(manifest, open_backend(backend, model_path, threads), artefact)
