@@ -150,7 +150,12 @@ def train(
         optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
     step_var = tf.Variable(0, dtype=tf.int64, name="step")
     best_val = tf.Variable(np.inf, dtype=tf.float64, name="best_val_loss")
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, best_val=best_val)
+    # The smoothed training loss is checkpointed too, so a resumed run reports (history,
+    # final_train_loss) what an uninterrupted one would instead of restarting the average.
+    loss_ema = tf.Variable(np.nan, dtype=tf.float64, name="train_loss_ema")
+    ckpt = tf.train.Checkpoint(
+        model=model, optimizer=optimizer, step=step_var, best_val=best_val, loss_ema=loss_ema
+    )
     manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=3)
     if resume and manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).expect_partial()
@@ -190,7 +195,8 @@ def train(
     dataset = dataset.prefetch(2)
     writer = tf.summary.create_file_writer(str(out_dir / "tensorboard"))
     history = [h for h in _read_history(out_dir) if h["step"] <= start]
-    t0, loss_avg = time.perf_counter(), None
+    t0 = time.perf_counter()
+    loss_avg = None if np.isnan(float(loss_ema)) else float(loss_ema)
     bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", disable=not progress)
     for features, mix_mag, src_mag in dataset:
         loss = float(train_step(features, mix_mag, src_mag))
@@ -217,8 +223,11 @@ def train(
         if step % tc.checkpoint_every == 0 or last:
             if not val_batches:
                 _save_weights(model, out_dir / WEIGHTS_FILE)
-            manager.save(checkpoint_number=step)
+            # History first: a kill between the two writes then leaves entries newer than the
+            # previous checkpoint, which a resume drops and recomputes, instead of losing some.
             _write_json(out_dir / "history.json", history)
+            loss_ema.assign(loss_avg)
+            manager.save(checkpoint_number=step)
         if out_of_time:
             log.info("stopping at step %d: time budget of %.0f s used", step, max_seconds)
             break
@@ -289,6 +298,11 @@ def _read_history(out_dir: Path) -> list[dict]:
 
 
 def _log_to(path: Path) -> None:
+    # One train.log per run: drop the handler of an earlier run in this process, which would
+    # otherwise keep writing every later run's lines into the earlier run's log.
+    for old in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
+        log.removeHandler(old)
+        old.close()
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
