@@ -48,9 +48,18 @@ def _rename_outputs(model_proto, rename: dict) -> None:
                 out.name = new
 
 
+def quiet_onnxruntime() -> None:
+    """Only errors from onnxruntime's default logger (the quantiser's own sessions and
+    shape inference otherwise print a warning per node)."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+
+
 def session(path: Path):
     import onnxruntime as ort
 
+    quiet_onnxruntime()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
@@ -110,6 +119,7 @@ def quantize_qdq(float_path: Path, out_path: Path, frames: list[dict]) -> Path:
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    quiet_onnxruntime()
     sess = session(float_path)
     names = [i.name for i in sess.get_inputs()]
 

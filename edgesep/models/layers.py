@@ -198,6 +198,12 @@ class PooledBranch(keras.layers.Layer):
     def call(self, inputs, training=None):
         axis = [2] if self.axes == "freq" else [1, 2]
         pooled = self.block(tf.reduce_mean(inputs, axis=axis, keepdims=True), training=training)
+        if inputs.shape[2] is not None and (self.axes == "freq" or inputs.shape[1] is not None):
+            # Broadcast back by tiling, not by adding ``zeros_like(inputs)``: the converter
+            # gives that zero constant a quantisation scale of 0, and TFLite's int16x8 ADD
+            # then aborts the interpreter in Prepare (1 / scale). Same numbers, no weights.
+            time = 1 if self.axes == "freq" else int(inputs.shape[1])
+            return tf.tile(pooled, [1, time, int(inputs.shape[2]), 1])
         return pooled + tf.zeros_like(inputs[..., :1])
 
     def get_config(self):

@@ -134,7 +134,9 @@ class OnnxRuntimeBackend(Backend):
             raise EdgesepError(
                 "backend onnxruntime needs onnxruntime: pip install 'edgesep[runtime]'"
             ) from None
+        ort.set_default_logger_severity(3)  # errors only: no warning per graph node
         opts = ort.SessionOptions()
+        opts.log_severity_level = 3
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         try:
