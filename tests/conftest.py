@@ -34,3 +34,61 @@ def mir1k_root(data_root: Path) -> Path:
         pytest.fail(f"MIR-1K not found: {root}/Wavfile is missing (EDGESEP_DATA={data_root})",
                     pytrace=False)
     return root
+
+
+# --- one real tiny model for the whole session: trained, then exported ------------------------
+
+#: steps of real training for :func:`tiny_run` (enough for non-trivial weights and ranges)
+TINY_STEPS = 12
+
+
+def tiny_config(data: str = "synthetic"):
+    """The project's edge config shrunk to a tiny causal coupled U-Net (channels 4/6/8,
+    n_fft 256 / hop 64 at 16 kHz), built by the real config and model code."""
+    from dataclasses import replace
+
+    from edgesep.config import TrainConfig, load_config
+    from edgesep.dsp import StftConfig
+
+    cfg = load_config("edge")
+    return replace(
+        cfg, name="tiny", stft=StftConfig(16000, 256, 64),
+        model=dict(cfg.model, channels=[4, 6, 8], aspp_rates=[1, 2]),
+        train=TrainConfig(steps=TINY_STEPS, batch_size=4, patch_frames=32, validate_every=6,
+                          checkpoint_every=6, data=data),
+    )
+
+
+@pytest.fixture(scope="session")
+def data_spec(data_root: Path) -> str:
+    """Speech in noise built from the shared real audio."""
+    return f"mixtures:{data_root}"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, data_spec: str) -> Path:
+    """A run directory trained by the real :func:`edgesep.train.train` for a few steps on
+    real speech-in-noise clips (4 train / 2 val)."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from edgesep.data import load_clips
+    from edgesep.train import train
+
+    cfg = tiny_config(data_spec)
+    train_clips = load_clips(data_spec, "train", sample_rate=16000, limit=4)
+    val_clips = load_clips(data_spec, "val", sample_rate=16000, limit=2)
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    metrics = train(cfg, train_clips, val_clips, run, progress=False)
+    assert metrics["steps"] == TINY_STEPS and (run / "model.weights.h5").exists()
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run: Path, tmp_path_factory) -> Path:
+    """``export_run(tiny_run)`` for real: TFLite float32 + full-integer int8 (calibrated on real
+    audio) and ONNX float32 + QDQ int8; returns the export directory."""
+    from edgesep.export import export_run
+
+    out = tmp_path_factory.mktemp("tiny_export") / "export"
+    export_run(tiny_run, out, int8=True, onnx=True, calib_frames=200, eval_clips=1,
+               eval_frames=60, progress=False)
+    return out
