@@ -2,15 +2,15 @@
 carried states; int8 states round-trip exactly; pruning covers depthwise kernels; structured
 pruning shrinks the model; the command refuses to overwrite and rejects incomplete runs.
 
-The model is a tiny edge config fine-tuned a few steps on real speech-in-noise mixtures
-(``mixtures:EDGESEP_DATA``), enough for non-trivial weights and activation ranges.
+The model is the session's ``tiny_run`` (conftest: a tiny edge config trained a few steps by
+``edgesep.train.train`` on real speech-in-noise mixtures) and ``tiny_export`` its export;
+the other precisions are exported here once per module.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,10 +18,10 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from click.testing import CliRunner  # noqa: E402
+from conftest import tiny_config  # noqa: E402
 
 from edgesep.cli import cli  # noqa: E402
-from edgesep.config import TrainConfig, load_config, save_config  # noqa: E402
-from edgesep.dsp import StftConfig  # noqa: E402
+from edgesep.config import save_config  # noqa: E402
 
 #: max |mask - Keras mask| over the frames; integer ones in units of the mask's scale (LSB).
 FLOAT_TOL = {"float32": 1e-4, "onnx_float32": 1e-4, "float16": 1e-2, "dynamic": 5e-2}
@@ -30,48 +30,24 @@ ONNX_INT8_TOL = 0.1
 NB_FRAMES = 50
 
 
-def tiny_config():
-    cfg = load_config("edge")
-    return replace(
-        cfg, name="tiny", stft=StftConfig(16000, 256, 64),
-        model=dict(cfg.model, channels=[4, 6, 8], aspp_rates=[1, 2]),
-        train=TrainConfig(steps=8, batch_size=4, patch_frames=32),
-    )
+@pytest.fixture(scope="module")
+def exported(tiny_export):
+    return tiny_export, json.loads((tiny_export / "manifest.json").read_text())
 
 
-@pytest.fixture(scope="session")
-def data_spec(data_root) -> str:
-    return f"mixtures:{data_root}"
-
-
-@pytest.fixture(scope="session")
-def run_dir(tmp_path_factory, data_spec):
-    """A run directory (config.json + model.weights.h5) of the tiny model, 8 steps trained."""
-    from edgesep.export.prune import default_fine_tune
-    from edgesep.models import build_model
-
-    cfg = tiny_config()
-    cfg = replace(cfg, train=replace(cfg.train, data=data_spec))
-    run = tmp_path_factory.mktemp("run")
-    model = build_model(cfg)
-    default_fine_tune(cfg, data_spec, batch_size=4)(model, 8)
-    save_config(cfg, run / "config.json")
-    model.save_weights(str(run / "model.weights.h5"))
-    return run
-
-
-@pytest.fixture(scope="session")
-def exported(run_dir, tmp_path_factory):
+@pytest.fixture(scope="module")
+def exported_more(tiny_run, tmp_path_factory):
+    """The other precisions of the same run (float16, dynamic range, int16x8)."""
     from edgesep.export import export_run
 
-    out = tmp_path_factory.mktemp("exports") / "tiny"
-    path = export_run(run_dir, out, int8=True, fp16=True, int16x8=True, dynamic=True, onnx=True,
+    out = tmp_path_factory.mktemp("exports") / "more"
+    path = export_run(tiny_run, out, fp16=True, int16x8=True, dynamic=True,
                       calib_frames=200, eval_clips=1, eval_frames=60, progress=False)
     return out, json.loads(path.read_text())
 
 
 @pytest.fixture(scope="session")
-def reference(run_dir, data_spec):
+def reference(tiny_run, data_spec):
     """Keras streaming masks over NB_FRAMES frames of a real val clip, and those frames."""
     from edgesep.calibration.representative import (
         KerasStepper,
@@ -82,19 +58,20 @@ def reference(run_dir, data_spec):
     from edgesep.models import build_streaming_model
     from edgesep.train import load_run
 
-    model, cfg = load_run(run_dir)
+    model, cfg = load_run(tiny_run)
     clip = calibration_clips(data_spec, cfg, split="val", limit=1)[0]
     features = clip_features(clip.mixture, cfg)[:NB_FRAMES]
     return features, run_masks(KerasStepper(build_streaming_model(model, cfg)), features)
 
 
 @pytest.mark.slow
-def test_every_artefact_loads_and_matches_keras(exported, reference):
+@pytest.mark.parametrize("which", ["exported", "exported_more"])
+def test_every_artefact_loads_and_matches_keras(which, request, reference):
     from edgesep.export.manifest import run_masks, sha256
     from edgesep.export.onnx import OnnxStepper
     from edgesep.export.tflite import TfliteStepper
 
-    out, manifest = exported
+    out, manifest = request.getfixturevalue(which)
     features, keras_masks = reference
     assert manifest.get("failed", {}).keys() <= {"int16x8"}  # see test_int16x8_runs_or_is_reported
     for key, art in manifest["artefacts"].items():
@@ -134,10 +111,10 @@ def test_int8_state_quantization_round_trips(exported):
 
 
 @pytest.mark.slow
-def test_int16x8_runs_or_is_reported(exported):
+def test_int16x8_runs_or_is_reported(exported_more):
     """int16x8 either exports and loads, or the manifest says why (the interpreter aborted on
     an int16 MEAN kernel for models with a pooled ASPP branch here)."""
-    out, manifest = exported
+    out, manifest = exported_more
     if "int16x8" in manifest["artefacts"]:
         assert (out / manifest["artefacts"]["int16x8"]["file"]).exists()
     else:
@@ -159,11 +136,11 @@ def test_calibration_ranges_and_manifest_fields(exported):
 
 
 @pytest.mark.slow
-def test_magnitude_pruning_covers_depthwise_kernels(run_dir, data_spec):
+def test_magnitude_pruning_covers_depthwise_kernels(tiny_run, data_spec):
     from edgesep.export.prune import default_fine_tune, kernel_sparsity, prune_magnitude
     from edgesep.train import load_run
 
-    model, cfg = load_run(run_dir)
+    model, cfg = load_run(tiny_run)
     before = kernel_sparsity(model)[0]
     pruned, report = prune_magnitude(model, cfg, 0.5, default_fine_tune(cfg, data_spec,
                                                                        batch_size=2), steps=4)
@@ -174,12 +151,12 @@ def test_magnitude_pruning_covers_depthwise_kernels(run_dir, data_spec):
 
 
 @pytest.mark.slow
-def test_structured_pruning_shrinks_parameters_and_macs(run_dir):
+def test_structured_pruning_shrinks_parameters_and_macs(tiny_run):
     from edgesep.export.prune import prune_structured
     from edgesep.models import count_macs, count_parameters
     from edgesep.train import load_run
 
-    model, cfg = load_run(run_dir)
+    model, cfg = load_run(tiny_run)
     small, small_cfg, report = prune_structured(model, cfg, 0.5, steps=0)
     assert count_parameters(small) < 0.6 * count_parameters(model)
     assert count_macs(small_cfg) < 0.6 * count_macs(cfg)

@@ -1,5 +1,10 @@
-"""The streaming runtime on a real (small) exported streaming model: streamer == offline,
-state carried, manifest checks, NaN input, CLI, live callback, latency statistics."""
+"""The streaming runtime on the real export of a trained model (conftest ``tiny_export``: the
+tiny coupled U-Net trained by ``edgesep.train`` on real audio, exported by ``export_run``):
+streamer == offline per backend, state carried, keras == litert, manifest checks, NaN input,
+CLI, live callback, latency statistics.
+
+Tests that need the export are ``slow`` (the session trains and exports once, minutes on a
+2-core machine); the rest run without TensorFlow work."""
 
 from __future__ import annotations
 
@@ -29,11 +34,8 @@ CASES = [("litert", "float32"), ("litert", "int8"), ("onnxruntime", "onnx_float3
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
-    pytest.importorskip("tensorflow")
-    from streaming_model import build_model_dir
-
-    return build_model_dir(tmp_path_factory.mktemp("model"))
+def model_dir(tiny_export) -> Path:
+    return tiny_export
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +57,7 @@ def test_runtime_imports_without_tensorflow():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend,key", CASES)
 def test_streamer_matches_offline(model_dir, mixture, backend, key):
     streamer = _streamer(model_dir, backend, key)
@@ -68,6 +71,27 @@ def test_streamer_matches_offline(model_dir, mixture, backend, key):
     assert streamer.latency.count > 0 and streamer.latency.percentile_us(50) > 0
 
 
+@pytest.mark.slow
+def test_keras_backend_matches_litert_float32(model_dir, mixture):
+    """The reference (Keras streaming model of the manifest's source run) and the float32
+    TFLite model give the same masks frame by frame on real audio."""
+    pytest.importorskip("tensorflow")
+    from edgesep.dsp import magnitude_features, stft
+    from edgesep.runtime.stream import open_streamer
+
+    keras = open_streamer(model_dir, "float32", "keras").estimator
+    litert = open_streamer(model_dir, "float32", "litert").estimator
+    feats = magnitude_features(stft(mixture[:16000], load_manifest(model_dir).stft), 128)
+    keras.reset()
+    litert.reset()
+    a = np.stack([keras.step(f) for f in feats])
+    b = np.stack([litert.step(f) for f in feats])
+    assert a.shape == (len(feats), 128, 2)
+    assert np.max(np.abs(a - b)) <= 1e-4
+    assert np.ptp(a) > 1e-2  # masks that vary, not a constant
+
+
+@pytest.mark.slow
 def test_backends_agree(model_dir, mixture):
     ref = separate_file(_streamer(model_dir, "litert", "float32"), mixture)
     onnx = separate_file(_streamer(model_dir, "onnxruntime", "onnx_float32"), mixture)
@@ -77,6 +101,7 @@ def test_backends_agree(model_dir, mixture):
     assert 0 < err < 0.05  # quantisation noise, not garbage
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["float32", "int8"])
 def test_state_is_carried(model_dir, mixture, key):
     est = _streamer(model_dir, "litert", key).estimator
@@ -103,9 +128,11 @@ def _tampered(model_dir: Path, tmp_path: Path, edit) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_manifest_shape_mismatch_names_field(model_dir, tmp_path):
     def edit(m):
-        m["artefacts"]["float32"]["inputs"][1]["shape"] = [1, 3, 128, 1]
+        shape = m["artefacts"]["float32"]["inputs"][1]["shape"]
+        m["artefacts"]["float32"]["inputs"][1]["shape"] = [1, shape[1] + 1, *shape[2:]]
 
     manifest = load_manifest(_tampered(model_dir, tmp_path, edit))
     art = manifest.artefacts["float32"]
@@ -114,6 +141,7 @@ def test_manifest_shape_mismatch_names_field(model_dir, tmp_path):
         check_model_io(art, backend.inputs, backend.outputs)
 
 
+@pytest.mark.slow
 def test_manifest_hash_and_missing_field(model_dir, tmp_path):
     def bad_hash(m):
         m["artefacts"]["int8"]["sha256"] = "0" * 64
@@ -126,6 +154,7 @@ def test_manifest_hash_and_missing_field(model_dir, tmp_path):
         load_manifest(_tampered(model_dir, other, lambda m: m.pop("nb_model_bins")))
 
 
+@pytest.mark.slow
 def test_nan_chunk_is_counted_and_output_finite(model_dir):
     streamer = _streamer(model_dir, "litert", "int8")
     chunk = np.full(streamer.hop, 0.1, np.float32)
@@ -137,6 +166,7 @@ def test_nan_chunk_is_counted_and_output_finite(model_dir):
     assert streamer.nonfinite_samples == 5 * (len(chunk[::7]) + 1)
 
 
+@pytest.mark.slow
 def test_stream_cli_writes_sources(model_dir, tmp_path):
     rng = np.random.default_rng(0)
     stereo = 0.1 * rng.standard_normal((12345, 2)).astype(np.float32)
@@ -152,6 +182,7 @@ def test_stream_cli_writes_sources(model_dir, tmp_path):
             assert rate == 16000 and y.shape == (length,) and np.isfinite(y).all()
 
 
+@pytest.mark.slow
 def test_stream_cli_strict_refuses_other_rate(model_dir, tmp_path):
     sf.write(tmp_path / "a.wav", np.zeros(4410, np.float32), 44100)
     args = ["stream", str(model_dir), "-i", str(tmp_path / "a.wav"), "-o", str(tmp_path / "o")]
@@ -162,6 +193,7 @@ def test_stream_cli_strict_refuses_other_rate(model_dir, tmp_path):
     assert sf.info(tmp_path / "o" / "a" / "vocals.wav").frames == 1600
 
 
+@pytest.mark.slow
 def test_bench_cli_json(model_dir, tmp_path):
     res = CliRunner().invoke(cli, ["bench", str(model_dir), "--warmup", "2", "--count", "20",
                                    "--json", str(tmp_path / "b.json")])
@@ -171,6 +203,7 @@ def test_bench_cli_json(model_dir, tmp_path):
     assert data["model+dsp_steady"]["avg_us"] >= data["model_steady"]["min_us"]
 
 
+@pytest.mark.slow
 def test_live_callback_from_file(model_dir, mixture):
     streamer = _streamer(model_dir, "litert", "int8")
     hop, n = streamer.hop, 200
@@ -189,6 +222,7 @@ def test_live_callback_from_file(model_dir, mixture):
     assert cb.counts["blocks"] == n
 
 
+@pytest.mark.slow
 def test_live_without_sounddevice_is_a_clear_error(model_dir):
     from edgesep.runtime.live import run_live
 
