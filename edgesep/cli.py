@@ -432,6 +432,32 @@ def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p
         raise SystemExit(1)
 
 
+@cli.command()
+@click.option("--out", "out_dir", default="runs/demo", show_default=True,
+              type=click.Path(file_okay=False), help="Directory for every stage's outputs.")
+@click.option("--data", "data_spec", default="synthetic", show_default=True,
+              help="synthetic (built-in), mir1k:PATH or mixtures:PATH.")
+@click.option("--config", "config_name", default="edge", show_default=True,
+              help="Streaming config (name or TOML path).")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Training steps (default: a few minutes on two CPU cores).")
+@click.option("--prune", type=click.FloatRange(0.05, 0.95), default=0.5, show_default=True,
+              help="Fraction of channels removed in the pruned export.")
+@user_errors
+def pipeline(out_dir, data_spec, config_name, steps, prune):
+    """The whole chain: data, train, prune/quantize/export, streaming check, validate, report.
+
+    Re-running skips stages whose outputs are intact and resumes an interrupted training.
+
+    Example: edgesep pipeline --out runs/demo
+    """
+    from edgesep.pipeline import Pipeline
+
+    report = Pipeline(out_dir, data=data_spec, config=config_name, steps=steps,
+                      prune=prune).run()
+    click.echo(f"report: {report} (and {report.with_suffix('.md')})")
+
+
 def main() -> None:
     cli(prog_name="edgesep")
 

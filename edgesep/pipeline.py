@@ -1,0 +1,242 @@
+"""The main job: data -> train -> export (+ pruned export) -> streaming check -> validate ->
+report, on the built-in synthetic data by default.
+
+Each stage records its outputs' SHA-256 in ``OUT/stages/<stage>.json`` once it has finished.
+Re-running skips a stage whose record exists, whose outputs are intact and whose upstream
+stage did not change; an interrupted training resumes from its last checkpoint. A failed
+stage raises :class:`EdgesepError` naming the stage, and earlier stages' outputs stay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import traceback
+from collections.abc import Callable
+from dataclasses import replace
+from functools import cached_property
+from pathlib import Path
+
+from edgesep.config import Config, load_config
+from edgesep.errors import EdgesepError
+
+log = logging.getLogger("edgesep.pipeline")
+
+STAGES = ("data", "train", "export", "stream_check", "validate", "report")
+#: Short training on two CPU cores: small batches of short patches.
+DEMO_TRAIN = {"steps": 300, "batch_size": 8, "patch_frames": 64, "checkpoint_every": 50,
+              "validate_every": 100}
+TARGETS = ("desktop", "rpi5", "rpi4")
+NB_TEST_CLIPS = 3
+
+
+def digest(path: Path) -> str:
+    """SHA-256 of a file, or of a directory's files (relative names and contents)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+class Pipeline:
+    """Runs the stages into ``out_dir``; see the module docstring."""
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        data: str = "synthetic",
+        config: str | Path = "edge",
+        steps: int | None = None,
+        prune: float = 0.5,
+        progress: bool = True,
+    ) -> None:
+        self.out = Path(out_dir)
+        self.data = data
+        self.config_name = config
+        self.steps = steps
+        self.prune = prune
+        self.progress = progress
+        self.run_dir = self.out / "run"
+        self.export_dir = self.out / "export"
+        self.pruned_dir = self.out / "export-pruned"
+        self.results: dict[str, dict] = {}
+        self._upstream = ""
+
+    # --- stage bookkeeping -------------------------------------------------------------
+    def stage(self, name: str, fn: Callable[[], dict], outputs: list[Path]) -> dict:
+        """Run ``fn`` unless its record says its outputs are intact; record them after."""
+        record_path = self.out / "stages" / f"{name}.json"
+        if record_path.exists():
+            record = json.loads(record_path.read_text())
+            intact = all(
+                (self.out / rel).exists() and digest(self.out / rel) == sha
+                for rel, sha in record["outputs"].items()
+            )
+            if intact and record.get("upstream") == self._upstream:
+                log.info("[%s] up to date, skipped", name)
+                self._upstream = record["digest"]
+                return record["summary"]
+            log.info("[%s] outputs changed or upstream re-ran: running again", name)
+        log.info("[%s] running", name)
+        try:
+            summary = fn()
+        except EdgesepError as exc:
+            raise EdgesepError(f"pipeline stage '{name}' failed: {exc}") from None
+        except Exception as exc:  # an internal error: keep the traceback in the log file
+            (self.out / "pipeline-error.log").write_text(traceback.format_exc())
+            raise EdgesepError(
+                f"pipeline stage '{name}' failed: {type(exc).__name__}: {exc} "
+                f"(traceback in {self.out / 'pipeline-error.log'})"
+            ) from None
+        checksums = {str(p.relative_to(self.out)): digest(p) for p in outputs}
+        record = {"stage": name, "outputs": checksums, "upstream": self._upstream,
+                  "summary": summary}
+        record["digest"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+        _write_json(record_path, record)
+        self._upstream = record["digest"]
+        return summary
+
+    # --- data ---------------------------------------------------------------------------
+    @cached_property
+    def cfg(self) -> Config:
+        cfg = load_config(self.config_name)
+        train = {**DEMO_TRAIN, "data": self.data, "seed": cfg.train.seed}
+        if self.steps is not None:
+            train["steps"] = self.steps
+        train["lr_decay_steps"] = train["steps"]
+        return replace(cfg, train=replace(cfg.train, **train))
+
+    def clips(self, split: str, limit: int | None = None):
+        from edgesep.data import load_clips
+
+        key = f"_clips_{split}_{limit}"
+        if key not in self.__dict__:
+            self.__dict__[key] = load_clips(
+                self.data, split, sample_rate=self.cfg.stft.sample_rate, limit=limit
+            )
+        return self.__dict__[key]
+
+    def run(self) -> Path:
+        """Run every stage; returns the path of ``report.html``."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.results["data"] = self.stage("data", self._data, [self.out / "data.json"])
+        self.results["train"] = self.stage(
+            "train", self._train, [self.run_dir / "model.weights.h5", self.run_dir / "config.json"]
+        )
+        self.results["export"] = self.stage(
+            "export", self._export, [self.export_dir, self.pruned_dir]
+        )
+        self.results["stream_check"] = self.stage(
+            "stream_check", self._stream_check, [self.out / "checks" / "streaming.json"]
+        )
+        self.results["validate"] = self.stage(
+            "validate", self._validate, [self.out / "validate"]
+        )
+        self.results["report"] = self.stage(
+            "report", self._report, [self.out / "report.md", self.out / "report.html"]
+        )
+        return self.out / "report.html"
+
+    def _data(self) -> dict:
+        summary = {"spec": self.data}
+        for split in ("train", "val", "test"):
+            clips = self.clips(split, NB_TEST_CLIPS if split == "test" else None)
+            seconds = round(sum(c.duration for c in clips), 1)
+            summary[split] = {"clips": len(clips), "seconds": seconds}
+        _write_json(self.out / "data.json", summary)
+        return summary
+
+    def _train(self) -> dict:
+        from edgesep.train import train
+
+        resume = any((self.run_dir / "checkpoints").glob("ckpt-*"))
+        if resume:
+            log.info("[train] resuming from the last checkpoint")
+        metrics = train(self.cfg, self.clips("train"), self.clips("val"), self.run_dir,
+                        resume=resume, progress=self.progress)
+        return {k: metrics[k] for k in ("steps", "final_train_loss", "best_val_loss", "device")}
+
+    def _export(self) -> dict:
+        from edgesep.export import export_run
+
+        common = {"calib_data": self.data, "calib_frames": 1000, "force": True,
+                  "progress": self.progress}
+        export_run(self.run_dir, self.export_dir, int8=True, onnx=True, **common)
+        export_run(self.run_dir, self.pruned_dir, int8=True, prune=self.prune, structured=True,
+                   prune_steps=50, **common)
+        return {"exports": [str(self.export_dir), str(self.pruned_dir)]}
+
+    def _stream_check(self) -> dict:
+        import numpy as np
+
+        from edgesep.runtime import separate_file, separate_offline
+        from edgesep.runtime.stream import open_streamer
+
+        clip = self.clips("test", NB_TEST_CLIPS)[0]
+        results = {}
+        for export in (self.export_dir, self.pruned_dir):
+            for precision in ("float32", "int8"):
+                streamer = open_streamer(export, precision)
+                streamed = separate_file(streamer, clip.mixture)
+                offline = separate_offline(streamer.estimator, streamer.sources, streamer.cfg,
+                                           clip.mixture)
+                diff = max(float(np.max(np.abs(streamed[s] - offline[s]))) for s in streamed)
+                results[f"{export.name}/{precision}"] = diff
+        passed = all(d <= 1e-4 for d in results.values())
+        _write_json(self.out / "checks" / "streaming.json",
+                    {"clip": clip.name, "max_abs_diff": results, "tolerance": 1e-4,
+                     "passed": passed})
+        if not passed:
+            raise EdgesepError(f"streamed output differs from offline: {results}")
+        return {"max_abs_diff": results}
+
+    def _validate(self) -> dict:
+        from edgesep import validate as gate
+        from edgesep.runtime.bench import benchmark
+
+        clips = self.clips("test", NB_TEST_CLIPS)
+        out = self.out / "validate"
+        summary: dict = {"gates": {}, "scores": {}, "bench": {}}
+        jobs = [(self.export_dir, "float32", "litert", "desktop"),
+                (self.export_dir, "float32", "onnxruntime", "desktop"),
+                (self.pruned_dir, "int8", "litert", "desktop")]
+        jobs += [(self.export_dir, "int8", "litert", t) for t in TARGETS]
+        for export, precision, backend, target in jobs:
+            report = gate.validate(export, self.run_dir, clips, target=target,
+                                   precision=precision, backend=backend, max_sdr_drop=0.5)
+            stem = f"{export.name}-{precision}-{backend}-{target}"
+            gate.write_json(report, out / f"{stem}.json")
+            gate.write_junit(report, out / f"{stem}.xml")
+            gate.write_markdown(report, out / f"{stem}.md")
+            summary["gates"][stem] = {
+                "passed": report.passed,
+                "failed": [c.name for c in report.checks if not c.passed],
+            }
+            summary["scores"][f"{export.name}/{precision}/{backend}"] = report.scores
+        for export, precision, backend in ((self.export_dir, "float32", "litert"),
+                                           (self.export_dir, "int8", "litert"),
+                                           (self.export_dir, "float32", "onnxruntime"),
+                                           (self.pruned_dir, "int8", "litert")):
+            result = benchmark(export, precision, backend, threads=1, warmup=50, count=1000)
+            _write_json(out / f"bench-{export.name}-{precision}-{backend}.json", result)
+            summary["bench"][f"{export.name}/{precision}/{backend}"] = result
+        return summary
+
+    def _report(self) -> dict:
+        from edgesep.report import write_report
+
+        return write_report(self)
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".tmp-" + path.name)
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
