@@ -54,9 +54,7 @@ def tiny_config(data: str = "synthetic"):
     return replace(
         cfg, name="tiny", stft=StftConfig(16000, 256, 64),
         model=dict(cfg.model, channels=[4, 6, 8], aspp_rates=[1, 2]),
-        # 10x the edge learning rate: a dozen steps must move the masks well away from 0.5
-        train=TrainConfig(steps=TINY_STEPS, batch_size=4, patch_frames=32, learning_rate=1e-2,
-                          validate_every=6,
+        train=TrainConfig(steps=TINY_STEPS, batch_size=4, patch_frames=32, validate_every=6,
                           checkpoint_every=6, data=data),
     )
 
