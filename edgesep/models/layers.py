@@ -37,6 +37,9 @@ def same_padding(size, kernel: int, dilation: int, stride: int):
     return total // 2, total - total // 2
 
 
+BN_MOMENTUM = 0.9
+
+
 @keras.utils.register_keras_serializable(package="edgesep")
 class ConvBlock(keras.layers.Layer):
     """Convolution cell (+ optional BatchNorm, activation) that owns its time padding.
@@ -106,7 +109,10 @@ class ConvBlock(keras.layers.Layer):
         self.cell = keras.layers.Conv2D(
             self.filters, padding="valid", use_bias=norm == "none", name="cell", **cell_args
         )
-        self.bn = keras.layers.BatchNormalization(name="bn") if norm == "batch" else None
+        # momentum 0.9 (Keras: 0.99): the running statistics must settle within the few
+        # hundred steps of a short CPU training, or inference masks stay near 0.5
+        self.bn = (keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="bn")
+                   if norm == "batch" else None)
         self.act = keras.layers.Activation(activation) if activation else None
 
     @property
