@@ -316,7 +316,10 @@ def prune_structured(model, cfg, fraction: float, fine_tune: FineTune | None = N
         raise EdgesepError(f"--prune takes a fraction in (0, 1), got {fraction}")
     new_cfg = scaled_config(cfg, fraction)
     small = build_model(new_cfg)
-    copy_kept_weights(model, small)
+    # A clone: once a streaming graph was built on ``model`` (export_run builds one for the
+    # accuracy baseline first) its layers have a second inbound node and the channel plan,
+    # which reads the graph, would mix the two graphs.
+    copy_kept_weights(_clone(model), small)
     if steps > 0:
         (fine_tune or default_fine_tune(cfg, data))(small, int(steps), [])
     before, after = model_config(cfg), model_config(new_cfg)
