@@ -1,0 +1,108 @@
+"""`edgesep pipeline`: the whole chain on built-in data, interrupted and resumed, then re-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgesep.cli import cli
+
+TINY_TOML = """
+name = "tiny"
+[stft]
+sample_rate = 16000
+n_fft = 256
+hop = 64
+[model]
+kind = "coupled_unet"
+stacks = 2
+channels = [4, 6, 8]
+kernel = [3, 3]
+causal = true
+downsample = "freq"
+bottleneck = "aspp"
+aspp_rates = [1, 2]
+separable = true
+stem_stride = 2
+[train]
+learning_rate = 1e-2
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_toml(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "tiny.toml"
+    path.write_text(TINY_TOML)
+    return path
+
+
+def _pipeline_cmd(out: Path, config: Path, steps: int) -> list[str]:
+    return [sys.executable, "-m", "edgesep.cli", "pipeline", "--out", str(out),
+            "--config", str(config), "--data", "synthetic:4", "--steps", str(steps)]
+
+
+@pytest.mark.slow
+def test_pipeline_interrupted_then_resumed_writes_the_report(tmp_path, tiny_toml):
+    out = tmp_path / "demo"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(_pipeline_cmd(out, tiny_toml, 12), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # interrupt once training has finished and the export is under way
+    deadline = time.time() + 600
+    while not (out / "stages" / "train.json").exists():
+        assert proc.poll() is None, "pipeline ended before training finished"
+        assert time.time() < deadline, "training stage took too long"
+        time.sleep(0.5)
+    time.sleep(2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "stages" / "export.json").exists()
+    assert not (out / "export").exists() or not (out / "stages" / "export.json").exists()
+    weights = (out / "run" / "model.weights.h5").read_bytes()
+
+    result = subprocess.run(_pipeline_cmd(out, tiny_toml, 12), env=env, capture_output=True,
+                            text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[train] up to date, skipped" in result.stderr
+    assert (out / "run" / "model.weights.h5").read_bytes() == weights  # not retrained
+
+    for name in ("report.md", "report.html", "plots/spectrograms.png", "plots/training.png",
+                 "audio/mixture.wav", "audio/vocals_int8.wav", "checks/streaming.json"):
+        assert (out / name).stat().st_size > 0, name
+    html = (out / "report.html").read_text()
+    assert "plots/spectrograms.png" in html and "<audio" in html
+    streaming = json.loads((out / "checks" / "streaming.json").read_text())
+    assert streaming["passed"] and max(streaming["max_abs_diff"].values()) <= 1e-4
+
+    # the report's numbers are the ones the commands print for the same artefacts
+    manifest = json.loads((out / "export" / "manifest.json").read_text())
+    md = (out / "report.md").read_text()
+    assert f"{manifest['parameters']:,}" in md and f"{manifest['macs_per_frame']:,}" in md
+    gate = json.loads((out / "validate" / "export-int8-litert-desktop.json").read_text())
+    sdr = gate["scores"]["export"]["vocals"]["GSDR"]
+    assert f"{sdr:.2f}" in md
+    pruned = json.loads((out / "export-pruned" / "manifest.json").read_text())
+    assert pruned["parameters"] < manifest["parameters"]
+
+    # a second run skips every stage; a damaged output re-runs only its stage
+    (out / "report.html").write_text("damaged")
+    again = CliRunner().invoke(cli, ["pipeline", "--out", str(out), "--config", str(tiny_toml),
+                                     "--data", "synthetic:4", "--steps", "12"])
+    assert again.exit_code == 0, again.output
+    assert (out / "report.html").read_text() != "damaged"
+
+
+def test_pipeline_names_the_failed_stage(tmp_path, tiny_toml):
+    result = CliRunner().invoke(cli, ["pipeline", "--out", str(tmp_path / "x"), "--config",
+                                      str(tiny_toml), "--data", "mir1k:/nonexistent"])
+    assert result.exit_code == 2
+    assert "pipeline stage 'data' failed" in result.output
+    assert "/nonexistent" in result.output
