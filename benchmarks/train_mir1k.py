@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench_train")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--skip-training", action="store_true", help="only score the runs")
+    parser.add_argument("--note", default="", help="a line for the recorded results")
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -93,10 +94,11 @@ def score(args, out: Path) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "train_mir1k.md").write_text(
         f"Command: `python benchmarks/train_mir1k.py --minutes {args.minutes:g} "
-        f"--configs {' '.join(args.configs)}`\n\n{text}"
+        f"--configs {' '.join(args.configs)}`\n\n{args.note}\n\n{text}"
     )
     (RESULTS / "train_mir1k.json").write_text(json.dumps(
-        {"data": args.data, "minutes": args.minutes, "nb_val_clips": len(clips), "runs": rows},
+        {"data": args.data, "minutes": args.minutes, "note": args.note,
+         "nb_val_clips": len(clips), "runs": rows},
         indent=2))
 
 
