@@ -24,8 +24,10 @@ from edgesep.cli import cli  # noqa: E402
 from edgesep.config import save_config  # noqa: E402
 
 #: max |mask - Keras mask| over the frames; integer ones in units of the mask's scale (LSB).
-FLOAT_TOL = {"float32": 1e-4, "onnx_float32": 1e-4, "float16": 1e-2, "dynamic": 5e-2}
-LSB_TOL = {"int8": 8, "int16x8": 64}
+#: int16x8 keeps int8 weights, so its error is the weights' (about int8's), not 64 int16 LSB.
+FLOAT_TOL = {"float32": 1e-4, "onnx_float32": 1e-4, "float16": 1e-2, "dynamic": 5e-2,
+             "int16x8": 3e-2}
+LSB_TOL = {"int8": 8}
 ONNX_INT8_TOL = 0.1
 NB_FRAMES = 50
 
@@ -73,7 +75,7 @@ def test_every_artefact_loads_and_matches_keras(which, request, reference):
 
     out, manifest = request.getfixturevalue(which)
     features, keras_masks = reference
-    assert manifest.get("failed", {}).keys() <= {"int16x8"}  # see test_int16x8_runs_or_is_reported
+    assert not manifest.get("failed"), manifest.get("failed")
     for key, art in manifest["artefacts"].items():
         path = out / art["file"]
         assert sha256(path) == art["sha256"]
@@ -111,15 +113,13 @@ def test_int8_state_quantization_round_trips(exported):
 
 
 @pytest.mark.slow
-def test_int16x8_runs_or_is_reported(exported_more):
-    """int16x8 either exports and loads, or the manifest says why (the interpreter aborted on
-    an int16 MEAN kernel for models with a pooled ASPP branch here)."""
+def test_int16x8_exports_with_int16_activations(exported_more):
+    """int16x8 exports and loads (it once aborted the interpreter: an ADD with a zero-scale
+    constant in the pooled ASPP branch), with int16 activations at its inputs."""
     out, manifest = exported_more
-    if "int16x8" in manifest["artefacts"]:
-        assert (out / manifest["artefacts"]["int16x8"]["file"]).exists()
-    else:
-        assert "int16x8" in manifest["failed"]
-        assert not (out / "model_int16x8.tflite").exists()
+    art = manifest["artefacts"]["int16x8"]
+    assert (out / art["file"]).exists()
+    assert {i["dtype"] for i in art["inputs"]} <= {"int16", "float32"}
 
 
 @pytest.mark.slow
