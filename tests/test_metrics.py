@@ -119,4 +119,4 @@ def test_cli_bad_data_is_a_one_line_error() -> None:
         "mixtures:PATH)"
     ]
     result = CliRunner().invoke(cli, ["evaluate", "--data", "synthetic"])
-    assert result.exit_code == 2 and "give --oracle" in result.output
+    assert result.exit_code == 2 and "give a RUN and/or --oracle" in result.output
