@@ -272,16 +272,9 @@ def bench(model_dir, precision, backend, threads, warmup, count, json_path):
     results = benchmark(model_dir, precision, backend, threads, warmup, count)
     click.echo(format_benchmark(results))
     if json_path:
-        _write_json(json_path, results)
+        from edgesep.files import write_json_atomic
 
-
-def _write_json(path: str, data: dict) -> None:
-    import json
-    from pathlib import Path
-
-    tmp = Path(path).with_name(".tmp-" + Path(path).name)
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+        write_json_atomic(json_path, results)
 
 
 @cli.command()

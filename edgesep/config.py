@@ -19,6 +19,7 @@ from pathlib import Path
 
 from edgesep.dsp import StftConfig
 from edgesep.errors import EdgesepError
+from edgesep.files import write_json_atomic
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -95,9 +96,7 @@ def load_config(name_or_path: str | Path) -> Config:
 
 def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config as JSON (atomic)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(cfg.to_dict(), indent=2))
-    tmp.replace(path)
+    write_json_atomic(path, cfg.to_dict())
 
 
 def read_saved_config(path: Path) -> Config:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from edgesep.config import Config, load_config
 from edgesep.errors import EdgesepError
+from edgesep.files import write_json_atomic
 
 log = logging.getLogger("edgesep.pipeline")
 
@@ -99,7 +99,7 @@ class Pipeline:
         record = {"stage": name, "outputs": checksums, "upstream": self._upstream,
                   "summary": summary}
         record["digest"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-        _write_json(record_path, record)
+        write_json_atomic(record_path, record)
         self._upstream = record["digest"]
         return summary
 
@@ -150,7 +150,7 @@ class Pipeline:
             clips = self.clips(split, NB_TEST_CLIPS if split == "test" else None)
             seconds = round(sum(c.duration for c in clips), 1)
             summary[split] = {"clips": len(clips), "seconds": seconds}
-        _write_json(self.out / "data.json", summary)
+        write_json_atomic(self.out / "data.json", summary)
         return summary
 
     def _train(self) -> dict:
@@ -190,7 +190,7 @@ class Pipeline:
                 diff = max(float(np.max(np.abs(streamed[s] - offline[s]))) for s in streamed)
                 results[f"{export.name}/{precision}"] = diff
         passed = all(d <= 1e-4 for d in results.values())
-        _write_json(self.out / "checks" / "streaming.json",
+        write_json_atomic(self.out / "checks" / "streaming.json",
                     {"clip": clip.name, "max_abs_diff": results, "tolerance": 1e-4,
                      "passed": passed})
         if not passed:
@@ -225,7 +225,7 @@ class Pipeline:
                                            (self.export_dir, "float32", "onnxruntime"),
                                            (self.pruned_dir, "int8", "litert")):
             result = benchmark(export, precision, backend, threads=1, warmup=50, count=1000)
-            _write_json(out / f"bench-{export.name}-{precision}-{backend}.json", result)
+            write_json_atomic(out / f"bench-{export.name}-{precision}-{backend}.json", result)
             summary["bench"][f"{export.name}/{precision}/{backend}"] = result
         return summary
 
@@ -233,10 +233,3 @@ class Pipeline:
         from edgesep.report import write_report
 
         return write_report(self)
-
-
-def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)

@@ -22,6 +22,7 @@ from edgesep.config import Config, read_saved_config, save_config
 from edgesep.data import SOURCES, Clip
 from edgesep.dsp import magnitude_features, stft
 from edgesep.errors import EdgesepError
+from edgesep.files import write_json_atomic
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -225,7 +226,7 @@ def train(
                 _save_weights(model, out_dir / WEIGHTS_FILE)
             # History first: a kill between the two writes then leaves entries newer than the
             # previous checkpoint, which a resume drops and recomputes, instead of losing some.
-            _write_json(out_dir / "history.json", history)
+            write_json_atomic(out_dir / "history.json", history)
             loss_ema.assign(loss_avg)
             manager.save(checkpoint_number=step)
         if out_of_time:
@@ -245,7 +246,7 @@ def train(
         "nb_val_clips": len(val_clips),
         "history": history,
     }
-    _write_json(out_dir / "metrics.json", metrics)
+    write_json_atomic(out_dir / "metrics.json", metrics)
     log.info("trained to step %d", int(step_var))
     return metrics
 
@@ -283,12 +284,6 @@ def _validation_batches(clips: list[Clip], cfg: Config) -> list:
 def _save_weights(model, path: Path) -> None:
     tmp = path.with_name(".tmp-" + path.name)
     model.save_weights(str(tmp))
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
 
 

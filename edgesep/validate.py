@@ -10,7 +10,6 @@ here, scaled by the target's assumed slowdown against this machine.
 from __future__ import annotations
 
 import dataclasses
-import json
 import platform
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import numpy as np
 from edgesep.data import Clip
 from edgesep.errors import EdgesepError
 from edgesep.evaluate import Evaluation, evaluate_separator
+from edgesep.files import write_json_atomic, write_text_atomic
 from edgesep.runtime import (
     Manifest,
     Streamer,
@@ -228,7 +228,7 @@ def _latency_checks(report, streamer: Streamer, profile: TargetProfile, max_p99_
 
 
 def write_json(report: ValidationReport, path: str | Path) -> None:
-    _atomic_write(Path(path), json.dumps(report.to_dict(), indent=2))
+    write_json_atomic(path, report.to_dict())
 
 
 def write_junit(report: ValidationReport, path: str | Path) -> None:
@@ -242,7 +242,7 @@ def write_junit(report: ValidationReport, path: str | Path) -> None:
         if not c.passed:
             failure = ET.SubElement(case, "failure", message=_check_text(c))
             failure.text = c.detail
-    _atomic_write(Path(path), ET.tostring(suite, encoding="unicode", xml_declaration=True))
+    write_text_atomic(Path(path), ET.tostring(suite, encoding="unicode", xml_declaration=True))
 
 
 def markdown(report: ValidationReport) -> str:
@@ -262,7 +262,7 @@ def markdown(report: ValidationReport) -> str:
 
 
 def write_markdown(report: ValidationReport, path: str | Path) -> None:
-    _atomic_write(Path(path), markdown(report))
+    write_text_atomic(Path(path), markdown(report))
 
 
 def _check_text(c: Check) -> str:
@@ -271,10 +271,3 @@ def _check_text(c: Check) -> str:
         f"{c.name}: measured {c.measured:g} {c.unit}, "
         f"threshold {c.threshold:g} {c.unit} ({verdict})"
     )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
-    tmp.write_text(text)
-    tmp.replace(path)
