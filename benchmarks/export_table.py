@@ -262,7 +262,7 @@ def score(results: list[dict], exports, run: Path, args) -> dict:
     """GSDR per source of the Keras float32 reference and of every artefact (streamed)."""
     from edgesep.data import load_clips
     from edgesep.evaluate import evaluate_separator
-    from edgesep.train import load_run
+    from edgesep.runs import load_run
     from edgesep.validate import reference_separator
 
     _, cfg = load_run(run)

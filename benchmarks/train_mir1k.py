@@ -57,7 +57,7 @@ def score(args, out: Path) -> None:
     from edgesep.evaluate import evaluate_oracle, evaluate_separator, format_tables
     from edgesep.inference import keras_separator
     from edgesep.models import count_macs, count_parameters
-    from edgesep.train import load_run
+    from edgesep.runs import load_run
 
     evaluations, rows = [], {}
     clips = None

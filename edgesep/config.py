@@ -3,17 +3,21 @@
 A config file has three sections::
 
     [stft]   sample_rate, n_fft, hop, window        -> edgesep.dsp.StftConfig
-    [model]  builder keyword arguments              -> edgesep.models.ModelConfig
+    [model]  network architecture                   -> ModelConfig
     [train]  steps, batch size, patch length, ...   -> TrainConfig
 
 ``load_config("edge")`` reads the packaged ``edgesep/configs/edge.toml`` (also reachable as
-``configs/edge.toml`` in the repository); any other string is a path.
+``configs/edge.toml`` in the repository); any other string is a path. Every value is checked
+(type and range) when the config is loaded: a bad one raises :class:`EdgesepError` naming it.
+This module does not import TensorFlow.
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 import tomllib
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -22,6 +26,89 @@ from edgesep.errors import EdgesepError
 from edgesep.files import write_json_atomic
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+KINDS = ("coupled_unet", "unet", "stacked_hourglass")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ``[model]`` section of a config, 1:1 (see ``configs/*.toml``).
+
+    ``kind`` selects the network (one graph, see :mod:`edgesep.models.graph`):
+
+    - ``coupled_unet``: the paper's model, stacked U-Nets with order-1 coupling between the
+      same levels of consecutive U-Nets.
+    - ``unet``: one U-Net (Jansson et al. 2017); the configs give it plain convolutions and a
+      plain bottleneck (``separable = false``, ``bottleneck = "conv"``).
+    - ``stacked_hourglass``: stacked U-Nets without level coupling, chained through their
+      inputs, with a mask head per U-Net (Park et al. 2018).
+    """
+
+    kind: str = "coupled_unet"  # coupled_unet | unet | stacked_hourglass
+    stacks: int = 2
+    channels: tuple[int, ...] = (16, 24, 32)  # per level; len - 1 down-samplings; last = bottleneck
+    kernel: tuple[int, ...] = (3, 3)  # (time, frequency)
+    causal: bool = True
+    downsample: str = "freq"  # freq | both (both needs causal = false)
+    bottleneck: str = "aspp"  # aspp | conv
+    aspp_rates: tuple[int, ...] = (1, 2, 4, 8)
+    aspp_pool: bool = True
+    aspp_channels: int = 0  # per ASPP branch; 0 = half the bottleneck channels
+    separable: bool = True
+    stem_stride: int = 2  # frequency compression of the first layer
+    coupling: str = "concat"  # concat (+1x1 projection) | add
+    norm: str = "batch"  # batch | none
+    activation: str = "relu"
+    nb_sources: int = 2
+    intermediate_supervision: bool = True  # train on every U-Net's masks, not just the last
+
+    def __post_init__(self) -> None:
+        for name, value in _checked_values(ModelConfig, vars(self), "[model]").items():
+            object.__setattr__(self, name, value)
+        checks = [
+            (self.kind in KINDS, f"kind must be one of {KINDS}"),
+            (self.stacks >= 1, "stacks must be >= 1"),
+            (self.kind != "unet" or self.stacks == 1, "kind 'unet' has stacks = 1"),
+            (len(self.channels) >= 1, "channels needs at least one level"),
+            (min(self.channels, default=1) >= 1, "channels must be >= 1"),
+            (len(self.kernel) == 2, "kernel is (time, frequency)"),
+            (min(self.kernel, default=1) >= 1, "kernel sizes must be >= 1"),
+            (self.downsample in ("freq", "both"), "downsample must be 'freq' or 'both'"),
+            (not (self.causal and self.downsample == "both"),
+             "a causal model downsamples along frequency only (downsample = 'freq')"),
+            (self.bottleneck in ("aspp", "conv"), "bottleneck must be 'aspp' or 'conv'"),
+            (min(self.aspp_rates, default=1) >= 1, "aspp_rates must be >= 1"),
+            (self.bottleneck != "aspp" or self.aspp_rates or self.aspp_pool,
+             "an ASPP bottleneck needs a branch (aspp_rates or aspp_pool)"),
+            (self.aspp_channels >= 0, "aspp_channels must be >= 0 (0 = half the bottleneck)"),
+            (self.coupling in ("concat", "add"), "coupling must be 'concat' or 'add'"),
+            (self.norm in ("batch", "none"), "norm must be 'batch' or 'none'"),
+            (self.stem_stride >= 1 and self.nb_sources >= 1, "stem_stride, nb_sources >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise EdgesepError(f"[model] {message}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise EdgesepError(f"[model]: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @property
+    def levels(self) -> int:
+        return len(self.channels) - 1
+
+    @property
+    def coupled(self) -> bool:
+        """Whether same levels of consecutive U-Nets are coupled (``kind = "coupled_unet"``)."""
+        return self.kind == "coupled_unet"
 
 
 @dataclass(frozen=True)
@@ -45,8 +132,18 @@ class Config:
 
     name: str
     stft: StftConfig
-    model: dict = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, ModelConfig):
+            raise TypeError(f"Config.model must be a ModelConfig, got {type(self.model).__name__}")
+        factor = self.model.stem_stride * 2**self.model.levels
+        if self.nb_model_bins % factor:
+            raise EdgesepError(
+                f"[model] {self.nb_model_bins} bins (n_fft / 2) are not divisible by "
+                f"stem_stride * 2**levels = {factor}"
+            )
 
     @property
     def nb_model_bins(self) -> int:
@@ -57,7 +154,7 @@ class Config:
         return {
             "name": self.name,
             "stft": self.stft.to_dict(),
-            "model": dict(self.model),
+            "model": self.model.to_dict(),
             "train": asdict(self.train),
         }
 
@@ -68,12 +165,18 @@ class Config:
             raise EdgesepError(f"{origin}: unknown section(s) {sorted(unknown)}")
         if "stft" not in data:
             raise EdgesepError(f"{origin}: missing [stft] section")
-        return cls(
-            name=str(data.get("name", Path(origin).stem)),
-            stft=_build(StftConfig, data["stft"], f"{origin} [stft]"),
-            model=dict(data.get("model", {})),
-            train=_build(TrainConfig, data.get("train", {}), f"{origin} [train]"),
-        )
+        try:
+            return cls(
+                name=str(data.get("name", Path(origin).stem)),
+                stft=_build(StftConfig, data["stft"], f"{origin} [stft]"),
+                model=ModelConfig.from_dict(_section(data, "model", origin)),
+                train=_build(TrainConfig, _section(data, "train", origin), f"{origin} [train]"),
+            )
+        except EdgesepError as exc:
+            message = str(exc)
+            raise EdgesepError(
+                message if message.startswith(origin) else f"{origin} {message}"
+            ) from None
 
 
 def load_config(name_or_path: str | Path) -> Config:
@@ -106,12 +209,57 @@ def read_saved_config(path: Path) -> Config:
         raise EdgesepError(f"{path}: cannot read saved config ({exc})") from None
 
 
+def _section(data: dict, name: str, origin: str) -> dict:
+    values = data.get(name, {})
+    if not isinstance(values, dict):
+        raise EdgesepError(f"{origin}: [{name}] must be a table of keys, got {values!r}")
+    return values
+
+
 def _build(cls, values: dict, origin: str):
+    if not isinstance(values, dict):
+        raise EdgesepError(f"{origin}: must be a table of keys, got {values!r}")
     names = {f.name for f in fields(cls)}
     unknown = set(values) - names
     if unknown:
         raise EdgesepError(f"{origin}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
     try:
-        return cls(**values)
+        return cls(**_checked_values(cls, values, origin))
     except TypeError as exc:
         raise EdgesepError(f"{origin}: {exc}") from None
+
+
+def _checked_values(cls, values: dict, origin: str) -> dict:
+    """``values`` (keys of the dataclass ``cls``) checked against its field types: ``int``
+    (not ``bool``; NumPy integers too), ``float`` (an integer is accepted), ``bool``, ``str``
+    and ``tuple[int, ...]`` (a list or tuple of integers, returned as a tuple). A mismatch
+    raises :class:`EdgesepError`."""
+    hints = typing.get_type_hints(cls)
+    checked = {}
+    for name, value in values.items():
+        kind = hints.get(name)
+        if kind is int:
+            ok, expected = _is_int(value), "an integer"
+            value = int(value) if ok else value
+        elif kind is float:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            expected = "a number"
+            value = float(value) if ok else value
+        elif kind is bool:
+            ok, expected = isinstance(value, bool), "true or false"
+        elif kind is str:
+            ok, expected = isinstance(value, str), "a string"
+        elif kind == tuple[int, ...]:
+            ok = isinstance(value, (list, tuple)) and all(_is_int(v) for v in value)
+            expected = "a list of integers"
+            value = tuple(int(v) for v in value) if ok else value
+        else:
+            ok, expected = True, ""
+        if not ok:
+            raise EdgesepError(f"{origin} {name} must be {expected}, got {value!r}")
+        checked[name] = value
+    return checked
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

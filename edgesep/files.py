@@ -1,23 +1,56 @@
-"""Atomic file writes: a temporary file beside the target, then a rename, so a crash never
-leaves a half-written report, manifest or config behind."""
+"""Atomic file writes and file digests: a temporary file beside the target, then a rename, so
+a crash never leaves a half-written report, manifest or config behind."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` (creating its folder) through a temporary file."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` (creating its folder) through a unique temporary file;
+    the file gets the usual permissions (0666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_bytes_atomic(path, text.encode())
+
+
 def write_json_atomic(path: str | os.PathLike, data) -> Path:
-    """Write ``data`` as indented JSON, atomically."""
-    return write_text_atomic(path, json.dumps(data, indent=2))
+    """Write ``data`` as indented JSON, atomically (NaN/inf refused: not JSON)."""
+    return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False))
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

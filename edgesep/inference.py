@@ -20,7 +20,7 @@ def predict_masks(model, cfg: Config, features: np.ndarray) -> np.ndarray:
     the stacked-hourglass protocol does, the last one zero-padded.
     """
     nb_frames = features.shape[0]
-    if cfg.model.get("causal", False):
+    if cfg.model.causal:
         return np.asarray(_last(model(features[None, ..., None], training=False))[0])
     patch = cfg.train.patch_frames
     nb_patches = -(-nb_frames // patch)

@@ -23,13 +23,13 @@ from edgesep.data import SOURCES, Clip
 from edgesep.dsp import magnitude_features, stft
 from edgesep.errors import EdgesepError
 from edgesep.files import write_json_atomic
+from edgesep.runs import WEIGHTS_FILE
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 log = logging.getLogger("edgesep.train")
 
-WEIGHTS_FILE = "model.weights.h5"
 #: Probability that a training example mixes the voice of one clip with another's accompaniment.
 REMIX_PROBABILITY = 0.5
 
@@ -84,8 +84,9 @@ class SpectrogramSet:
 
 
 def masked_l1_loss(masks: list, mixture_mag, source_mag):
-    """L1 between masked mixture magnitudes and the sources, averaged over the stacks
-    (intermediate supervision). ``masks``: one ``(batch, frames, bins, nb_sources)`` per stack."""
+    """L1 between masked mixture magnitudes and the sources, averaged over the given masks.
+    ``masks``: one ``(batch, frames, bins, nb_sources)`` per supervised stack (see
+    :func:`supervised_masks`)."""
     import tensorflow as tf
 
     mix = tf.cast(mixture_mag, tf.float32)[..., None]
@@ -96,6 +97,14 @@ def masked_l1_loss(masks: list, mixture_mag, source_mag):
 
 def _as_list(outputs) -> list:
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def supervised_masks(outputs, mc) -> list:
+    """The model outputs the loss sees: every U-Net's masks with ``intermediate_supervision``
+    (the stacked-hourglass protocol), else only the last U-Net's (the answer). The earlier
+    heads then get no gradient: their weights stay as initialised and are never used."""
+    masks = _as_list(outputs)
+    return masks if mc.intermediate_supervision else masks[-1:]
 
 
 def train(
@@ -168,9 +177,12 @@ def train(
     @tf.function
     def train_step(features, mix_mag, src_mag):
         with tf.GradientTape() as tape:
-            loss = masked_l1_loss(_as_list(model(features, training=True)), mix_mag, src_mag)
+            masks = supervised_masks(model(features, training=True), cfg.model)
+            loss = masked_l1_loss(masks, mix_mag, src_mag)
             scaled = optimizer.get_scaled_loss(loss) if gpus else loss
-        grads = tape.gradient(scaled, model.trainable_variables)
+        # without intermediate supervision the earlier heads are unconnected: zero, not None
+        grads = tape.gradient(scaled, model.trainable_variables,
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
         if gpus:
             grads = optimizer.get_unscaled_gradients(grads)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
@@ -249,25 +261,6 @@ def train(
     write_json_atomic(out_dir / "metrics.json", metrics)
     log.info("trained to step %d", int(step_var))
     return metrics
-
-
-def load_run(run_dir: Path):
-    """Rebuild a trained model from its run directory: ``(model, Config)``."""
-    from edgesep.models import build_model
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise EdgesepError(f"{run_dir}: not a run directory (no config.json)")
-    cfg = read_saved_config(run_dir / "config.json")
-    weights = run_dir / WEIGHTS_FILE
-    if not weights.exists():
-        raise EdgesepError(f"{run_dir}: incomplete run, no {WEIGHTS_FILE} (did training finish?)")
-    model = build_model(cfg)
-    try:
-        model.load_weights(str(weights))
-    except (OSError, ValueError) as exc:
-        raise EdgesepError(f"{weights}: cannot load weights ({exc})") from None
-    return model, cfg
 
 
 def _validation_batches(clips: list[Clip], cfg: Config) -> list:

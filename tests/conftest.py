@@ -53,7 +53,7 @@ def tiny_config(data: str = "synthetic"):
     cfg = load_config("edge")
     return replace(
         cfg, name="tiny", stft=StftConfig(16000, 256, 64),
-        model=dict(cfg.model, channels=[4, 6, 8], aspp_rates=[1, 2]),
+        model=replace(cfg.model, channels=(4, 6, 8), aspp_rates=(1, 2)),
         train=TrainConfig(steps=TINY_STEPS, batch_size=4, patch_frames=32, validate_every=6,
                           checkpoint_every=6, data=data),
     )

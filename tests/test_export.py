@@ -22,6 +22,7 @@ from conftest import tiny_config  # noqa: E402
 
 from edgesep.cli import cli  # noqa: E402
 from edgesep.config import save_config  # noqa: E402
+from edgesep.contract import load_manifest  # noqa: E402
 
 #: max |mask - Keras mask| over the frames; integer ones in units of the mask's scale (LSB).
 #: int16x8 keeps int8 weights, so its error is the weights' (about int8's), not 64 int16 LSB.
@@ -51,36 +52,32 @@ def exported_more(tiny_run, tmp_path_factory):
 @pytest.fixture(scope="session")
 def reference(tiny_run, data_spec):
     """Keras streaming masks over NB_FRAMES frames of a real val clip, and those frames."""
-    from edgesep.calibration.representative import (
-        KerasStepper,
-        calibration_clips,
-        clip_features,
-    )
-    from edgesep.export.manifest import run_masks
+    from edgesep.calibration.representative import calibration_clips, reference_stepper
+    from edgesep.export.accuracy import clip_features
     from edgesep.models import build_streaming_model
-    from edgesep.train import load_run
+    from edgesep.runs import load_run
 
     model, cfg = load_run(tiny_run)
     clip = calibration_clips(data_spec, cfg, split="val", limit=1)[0]
     features = clip_features(clip.mixture, cfg)[:NB_FRAMES]
-    return features, run_masks(KerasStepper(build_streaming_model(model, cfg)), features)
+    return features, reference_stepper(build_streaming_model(model, cfg)).run(features)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["exported", "exported_more"])
 def test_every_artefact_loads_and_matches_keras(which, request, reference):
-    from edgesep.export.manifest import run_masks, sha256
-    from edgesep.export.onnx import OnnxStepper
-    from edgesep.export.tflite import TfliteStepper
+    from edgesep.files import sha256_file
+    from edgesep.runtime import open_stepper
 
     out, manifest = request.getfixturevalue(which)
     features, keras_masks = reference
-    assert not manifest.get("failed"), manifest.get("failed")
+    loaded = load_manifest(out)
     for key, art in manifest["artefacts"].items():
         path = out / art["file"]
-        assert sha256(path) == art["sha256"]
-        stepper = OnnxStepper(path) if art["format"] == "onnx" else TfliteStepper(path)
-        err = float(np.max(np.abs(run_masks(stepper, features) - keras_masks)))
+        assert sha256_file(path) == art["sha256"]
+        backend = "onnxruntime" if art["format"] == "onnx" else "litert"
+        stepper = open_stepper(loaded, key, backend)
+        err = float(np.max(np.abs(stepper.run(features) - keras_masks)))
         if key in FLOAT_TOL:
             assert err <= FLOAT_TOL[key], (key, err)
         elif key in LSB_TOL:
@@ -93,7 +90,7 @@ def test_every_artefact_loads_and_matches_keras(which, request, reference):
 
 @pytest.mark.slow
 def test_int8_state_quantization_round_trips(exported):
-    from edgesep.export.tflite import TfliteStepper
+    from edgesep.runtime import open_stepper
 
     out, manifest = exported
     art = manifest["artefacts"]["int8"]
@@ -103,13 +100,19 @@ def test_int8_state_quantization_round_trips(exported):
     for s in states:
         o = outputs[s["feeds_from"]]
         assert (o["scale"], o["zero_point"]) == (s["scale"], s["zero_point"]), s["name"]
-    assert art["state_quantization_matches"] is True
+    assert art["accuracy"]["state_quantization_matches"] is True
     # fed straight back, the int8 state is the int8 output, bit for bit
-    stepper = TfliteStepper(out / art["file"])
-    stepper.step(np.ones(stepper.inputs[0]["shape"][2], np.float32))
-    for s in stepper.states:
-        raw = stepper.interp.get_tensor(stepper.out_by_name[s["feeds_from"]]["index"])
-        assert np.array_equal(stepper._state_values[s["name"]], raw)
+    stepper = open_stepper(load_manifest(out), "int8")
+    assert stepper.raw_state_feedback
+    stepper.step(np.ones(stepper.nb_model_bins, np.float32))
+    stepper.step(np.ones(stepper.nb_model_bins, np.float32))
+    for s in states:
+        fed, produced = stepper.last_feeds[s["name"]], stepper.last_outputs[s["feeds_from"]]
+        assert fed.dtype == np.int8 and produced.dtype == np.int8
+    previous = dict(stepper.last_outputs)
+    stepper.step(np.ones(stepper.nb_model_bins, np.float32))
+    for s in states:
+        assert np.array_equal(stepper.last_feeds[s["name"]], previous[s["feeds_from"]])
 
 
 @pytest.mark.slow
@@ -127,18 +130,19 @@ def test_calibration_ranges_and_manifest_fields(exported):
     out, manifest = exported
     ranges = json.loads((out / "calibration_ranges.json").read_text())
     names = {t["name"] for t in ranges["tensors"]}
-    assert {"frame", "state_0", "masks", "state_0_out"} <= names
-    assert manifest["format"] == "edgesep-manifest" and manifest["version"] == 1
-    assert manifest["algorithmic_latency_samples"] == 256
     f32 = manifest["artefacts"]["float32"]
-    assert [i["name"] for i in f32["inputs"]][:2] == ["frame", "state_0"]
-    assert all(o["tensor_name"] for o in f32["outputs"])
+    first_state = f32["inputs"][1]
+    assert first_state["name"] == "state_0_stem" and first_state["layer"] == "stem"
+    assert {"frame", "masks", first_state["name"], first_state["feeds_from"]} <= names
+    assert manifest["format"] == "edgesep-manifest" and manifest["version"] == 2
+    assert manifest["algorithmic_latency_samples"] == 256
+    assert [i["role"] for i in f32["inputs"]] == ["frame"] + ["state"] * (len(f32["inputs"]) - 1)
 
 
 @pytest.mark.slow
 def test_magnitude_pruning_covers_depthwise_kernels(tiny_run, data_spec):
     from edgesep.export.prune import default_fine_tune, kernel_sparsity, prune_magnitude
-    from edgesep.train import load_run
+    from edgesep.runs import load_run
 
     model, cfg = load_run(tiny_run)
     before = kernel_sparsity(model)[0]
@@ -154,7 +158,7 @@ def test_magnitude_pruning_covers_depthwise_kernels(tiny_run, data_spec):
 def test_structured_pruning_shrinks_parameters_and_macs(tiny_run):
     from edgesep.export.prune import prune_structured
     from edgesep.models import count_macs, count_parameters
-    from edgesep.train import load_run
+    from edgesep.runs import load_run
 
     model, cfg = load_run(tiny_run)
     small, small_cfg, report = prune_structured(model, cfg, 0.5, steps=0)
@@ -183,3 +187,66 @@ def test_export_rejects_incomplete_run_dir(tmp_path):
     assert result.output.count("\n") == 1 and "incomplete run" in result.output
     assert not (tmp_path / "out").exists()
     assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_manifest_accuracy_is_what_the_runtime_gives(tiny_export, tiny_run, data_spec):
+    """The accuracy recorded at export is reproduced exactly by the shipped runtime's stepper
+    on the same clips: one stepper, one quantiser."""
+    from edgesep.calibration.representative import calibration_clips, reference_stepper
+    from edgesep.export.accuracy import AccuracyCheck
+    from edgesep.models import build_streaming_model
+    from edgesep.runs import load_run
+    from edgesep.runtime import open_stepper
+
+    model, cfg = load_run(tiny_run)
+    manifest = load_manifest(tiny_export)
+    clips = calibration_clips(data_spec, cfg, split="val", limit=1)  # conftest: eval_clips=1
+    check = AccuracyCheck(reference_stepper(build_streaming_model(model, cfg)), clips, cfg, 60)
+    for key, backend in (("int8", "litert"), ("float32", "litert"),
+                         ("onnx_float32", "onnxruntime")):
+        recorded = dict(manifest.artefacts[key].accuracy)
+        recorded.pop("state_quantization_matches", None)
+        assert check.measure(open_stepper(manifest, key, backend)) == recorded, key
+
+
+@pytest.mark.slow
+def test_a_failed_precision_fails_the_export(tiny_run, tmp_path, monkeypatch):
+    """int8 conversion yielding bytes the interpreter refuses: the export names it, exits 2,
+    and leaves nothing behind (no partial folder, no temporary one)."""
+    from edgesep.export import tflite
+
+    real_convert = tflite.convert
+    monkeypatch.setattr(tflite, "convert", lambda smodel, precision="float32", rep=None: (
+        b"TFL3 this is not a model" if precision == "int8" else
+        real_convert(smodel, precision, rep)))
+    out = tmp_path / "e"
+    res = CliRunner().invoke(cli, ["export", str(tiny_run), "--int8", "--calib-frames", "50",
+                                   "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "precision int8 failed" in res.output and "nothing was written" in res.output
+    assert not out.exists() and not list(tmp_path.glob(".e.*"))
+
+
+@pytest.mark.slow
+def test_a_killed_export_leaves_nothing_that_breaks_the_next(tiny_run, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "e"
+    cmd = [sys.executable, "-m", "edgesep.cli", "export", str(tiny_run), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob(".e.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = list(tmp_path.glob(".e.tmp-*"))
+    assert left and not out.exists()  # killed mid-export: only the temporary folder
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "interrupted export" in done.stderr
+    assert not list(tmp_path.glob(".e.*")) and load_manifest(out).artefacts["float32"]

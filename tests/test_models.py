@@ -16,6 +16,7 @@ from edgesep import dsp  # noqa: E402
 from edgesep.audio import read_audio  # noqa: E402
 from edgesep.cli import cli  # noqa: E402
 from edgesep.config import Config, load_config  # noqa: E402
+from edgesep.contract import state_layer, state_output_name  # noqa: E402
 from edgesep.errors import EdgesepError  # noqa: E402
 from edgesep.models import (  # noqa: E402
     ModelConfig,
@@ -25,9 +26,10 @@ from edgesep.models import (  # noqa: E402
     count_macs,
     count_parameters,
     receptive_field_frames,
-    run_streaming,
 )
+from edgesep.models.keras_backend import KerasBackend  # noqa: E402
 from edgesep.models.layers import ConvBlock  # noqa: E402
+from edgesep.runtime.stepper import Stepper  # noqa: E402
 
 PACKAGED = ["edge", "edge16ms", "unet", "paper", "hourglass"]
 
@@ -54,7 +56,7 @@ def _randomise(model, seed=0):
 @pytest.mark.parametrize("name", PACKAGED)
 def test_packaged_config_output_shapes(name):
     cfg = load_config(name)
-    mc = ModelConfig.from_dict(cfg.model)
+    mc = cfg.model
     nb_frames = cfg.train.patch_frames
     model = build_model(cfg, nb_frames=nb_frames)
     assert model.inputs[0].name.startswith("features")
@@ -84,10 +86,10 @@ def test_coupling_is_order_one():
     # three stacks: level l of stack 2 must be fed by stack 1 only, never by stack 0
     cfg = _small(stacks=3)
     model = build_model(cfg)
-    mc = ModelConfig.from_dict(cfg.model)
+    mc = cfg.model
 
     def inbound(name):
-        node = model.get_layer(name)._inbound_nodes[0]
+        node = model.get_layer(name).inbound_nodes[0]
         return sorted(lyr.name for lyr in np.atleast_1d(node.inbound_layers))
 
     couplings = [lyr.name for lyr in model.layers if lyr.name.endswith("_couple_cat")]
@@ -114,7 +116,8 @@ def test_streaming_equals_offline_on_real_audio(mir1k_root):
     _randomise(model)
     offline = as_mask_list(model(features[None, :, :, None], training=False))[-1].numpy()[0]
     assert offline.std() > 1e-2  # the weights do something
-    streamed = run_streaming(build_streaming_model(model, cfg), features)
+    backend = KerasBackend.from_streaming_model(build_streaming_model(model, cfg))
+    streamed = Stepper(backend, nb_sources=2).run(features)
     assert np.abs(streamed - offline).max() <= 1e-4
 
 
@@ -123,12 +126,14 @@ def test_streaming_interface():
     stream = build_streaming_model(build_model(cfg), cfg)
     names = [t.name.split(":")[0] for t in stream.inputs]
     assert names[0] == "frame" and tuple(stream.inputs[0].shape) == (1, 1, cfg.nb_model_bins, 1)
-    assert names[1:] == [f"state_{i}" for i in range(len(names) - 1)]
+    layers = {layer.name for layer in stream.layers}
+    for i, name in enumerate(names[1:]):  # state_<i>_<layer>, in call order
+        assert name.startswith(f"state_{i}_") and state_layer(name) in layers
     out = stream({n: np.zeros(t.shape, np.float32)
                   for n, t in zip(names, stream.inputs, strict=True)})
     assert out["masks"].shape == (1, 1, cfg.nb_model_bins, 2)
-    for i, t in enumerate(stream.inputs[1:]):
-        assert tuple(out[f"state_{i}_out"].shape) == tuple(t.shape)
+    for name, t in zip(names[1:], stream.inputs[1:], strict=True):
+        assert tuple(out[state_output_name(name)].shape) == tuple(t.shape)
     with pytest.raises(EdgesepError, match="not causal"):
         offline = _small(causal=False, downsample="both", stacks=1)
         build_streaming_model(build_model(offline), offline)
@@ -163,9 +168,11 @@ def test_info_command(tmp_path):
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output[result.output.index("{"):])
     assert figures["algorithmic_latency_ms"] == 32.0 and figures["macs_per_frame"] > 0
+    # a folder whose manifest.json is not a manifest: one line, exit 2 (real ones: test_contract)
     (tmp_path / "manifest.json").write_text(json.dumps({"parameters": 7, "macs_per_frame": 9}))
     result = CliRunner().invoke(cli, ["info", str(tmp_path)])
-    assert result.exit_code == 0 and "parameters" in result.output
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "manifest.json: field" in result.output
     assert CliRunner().invoke(cli, ["info", str(tmp_path / "nope")]).exit_code == 2
 
 

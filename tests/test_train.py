@@ -189,14 +189,14 @@ def test_paper_config_trains_a_few_steps_on_cpu(tmp_path):
     for name in ("config.json", "model.weights.h5", "metrics.json", "train.log"):
         assert (run / name).is_file(), name
     assert any((run / "tensorboard").iterdir())
-    assert json.loads((run / "config.json").read_text())["model"] == paper.model
+    assert json.loads((run / "config.json").read_text())["model"] == paper.model.to_dict()
 
 
 # --- 4. load_run and evaluate -----------------------------------------------------------------
 
 
 def test_load_run_names_what_an_incomplete_run_lacks(tmp_path):
-    from edgesep.train import load_run
+    from edgesep.runs import load_run
 
     with pytest.raises(EdgesepError, match="config.json"):
         load_run(tmp_path)
@@ -206,7 +206,7 @@ def test_load_run_names_what_an_incomplete_run_lacks(tmp_path):
 
 
 def test_load_run_rebuilds_the_trained_model(tiny_run):
-    from edgesep.train import load_run
+    from edgesep.runs import load_run
 
     model, cfg = load_run(tiny_run)
     assert cfg.to_dict() == json.loads((tiny_run / "config.json").read_text())
@@ -248,3 +248,28 @@ def test_training_lowers_the_loss_on_a_fixed_batch(tmp_path):
     val = [h["val_loss"] for h in metrics["history"]]
     assert [h["step"] for h in metrics["history"]] == [5, 10, 15, 20, 25, 30]
     assert val == sorted(val, reverse=True) and val[-1] < 0.99 * val[0], val
+
+
+def test_without_intermediate_supervision_only_the_last_masks_are_trained(tmp_path):
+    import tensorflow as tf
+
+    from edgesep.models import build_model
+    from edgesep.train import masked_l1_loss, supervised_masks
+
+    cfg = load_config(tiny_toml(tmp_path / "tiny.toml"))
+    model = build_model(cfg)
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 16, cfg.nb_model_bins, 1)).astype(np.float32)
+    mix = rng.random((2, 16, cfg.nb_model_bins)).astype(np.float32)
+    src = rng.random((2, 16, cfg.nb_model_bins, 2)).astype(np.float32)
+    first_head = model.get_layer("s0_mask").kernel
+    for flag in (True, False):
+        mc = dataclasses.replace(cfg.model, intermediate_supervision=flag)
+        with tf.GradientTape() as tape:
+            outputs = model(x, training=False)
+            masks = supervised_masks(outputs, mc)
+            loss = masked_l1_loss(masks, mix, src)
+        assert len(masks) == (2 if flag else 1)
+        if not flag:
+            assert float(loss) == float(masked_l1_loss(outputs[-1:], mix, src))
+        assert (tape.gradient(loss, first_head) is not None) == flag

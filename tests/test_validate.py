@@ -39,7 +39,7 @@ def _validate(export: Path, reference: Path, data_spec: str, out: Path, *extra: 
 def degraded_export(tiny_run: Path, tmp_path_factory) -> Path:
     """A copy of the run with every kernel drowned in noise, exported for real (float32)."""
     from edgesep.export import export_run
-    from edgesep.train import WEIGHTS_FILE, load_run
+    from edgesep.runs import WEIGHTS_FILE, load_run
 
     root = tmp_path_factory.mktemp("degraded")
     run = root / "run"

@@ -3,15 +3,15 @@ included) and per-tensor range reports."""
 
 from edgesep.calibration.ranges import RangeReport, range_report
 from edgesep.calibration.representative import (
-    KerasStepper,
     calibration_frames,
+    reference_stepper,
     representative_dataset,
 )
 
 __all__ = [
-    "KerasStepper",
     "RangeReport",
     "calibration_frames",
     "range_report",
+    "reference_stepper",
     "representative_dataset",
 ]

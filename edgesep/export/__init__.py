@@ -2,23 +2,33 @@
 ONNX, calibration range report and ``manifest.json`` (docs/CONTRACTS.md).
 
 Small chained steps (prune -> streaming graph -> convert -> check accuracy -> manifest), run in
-a temporary directory beside ``out_dir`` that is renamed at the end, so a crash leaves no half
-export behind.
+a temporary directory beside ``out_dir`` that is renamed at the end: all or nothing. A precision
+that fails fails the export; what a killed export left is removed by the next one.
 """
 
 from __future__ import annotations
 
-import json
+import datetime as _dt
+import logging
 import os
 import shutil
+import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
+from edgesep.contract import MANIFEST_NAME, artefact_entry, write_manifest
+from edgesep.data import SOURCES
 from edgesep.errors import EdgesepError
+from edgesep.files import write_json_atomic
+from edgesep.runs import weights_sha256
+from edgesep.runtime.backends import LiteRtBackend, OnnxRuntimeBackend
+from edgesep.runtime.stepper import Stepper
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 __all__ = ["export_run"]
+
+log = logging.getLogger("edgesep.export")
 
 
 def export_run(
@@ -53,15 +63,15 @@ def export_run(
 
     from edgesep.calibration.ranges import range_report
     from edgesep.calibration.representative import (
-        KerasStepper,
         calibration_clips,
         calibration_frames,
+        reference_stepper,
         representative_dataset,
     )
-    from edgesep.export import manifest as mf
     from edgesep.export import tflite
+    from edgesep.export.accuracy import AccuracyCheck
     from edgesep.models import build_streaming_model, count_macs, count_parameters
-    from edgesep.train import load_run
+    from edgesep.runs import load_run
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and not force:
@@ -77,20 +87,23 @@ def export_run(
     needs_calibration = int8 or int16x8
     steps = ["data"] + (["prune"] if prune else []) + (["calibrate"] if needs_calibration else [])
     steps += precisions + (["onnx"] if onnx else []) + ["manifest"]
+    for note in clean_stale(out_dir):
+        log.warning(note)
     bar = tqdm(steps, desc="export", unit="step", disable=not progress)
 
     def advance(name: str) -> None:
         bar.set_postfix_str(name)
         bar.update(1)
 
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
     try:
         train_clips = calibration_clips(data, cfg, split="train")
         val_clips = calibration_clips(data, cfg, split="val", limit=eval_clips)
         source_stream = build_streaming_model(model, cfg)
-        check = mf.AccuracyCheck(KerasStepper(source_stream), val_clips, cfg, eval_frames)
+        check = AccuracyCheck(reference_stepper(source_stream), val_clips, cfg, eval_frames)
         baseline = check.reference_sdr
         advance("data")
         extra: dict = {}
@@ -105,7 +118,7 @@ def export_run(
             else:
                 model, report = pr.prune_magnitude(model, cfg, prune, fine_tune, prune_steps)
             stream = build_streaming_model(model, cfg)
-            check = mf.AccuracyCheck(KerasStepper(stream), val_clips, cfg, eval_frames)
+            check = AccuracyCheck(reference_stepper(stream), val_clips, cfg, eval_frames)
             extra["pruning"] = {
                 **asdict(report), "parameters_before": params_before,
                 "macs_per_frame_before": macs_before,
@@ -123,55 +136,46 @@ def export_run(
             with_out = calibration_frames(stream, cfg, nb_frames=min(500, calib_frames),
                                           clips=train_clips, with_outputs=True)
             ranges = range_report(with_out, later)
-            (tmp / "calibration_ranges.json").write_text(json.dumps(ranges.to_dict(), indent=2))
+            write_json_atomic(tmp / "calibration_ranges.json", ranges.to_dict())
             extra["calibration"] = {"data": data, "frames": len(frames),
                                     "flagged": [t.name for t in ranges.flagged]}
             advance("calibrate")
 
+        nb_sources = len(SOURCES)
         artefacts: dict = {}
-        failed: dict = {}
         input_names = list(stream.input_names)
         for precision in precisions:
             rep = representative_dataset(frames, input_names) if frames else None
             path = tmp / f"model_{precision}.tflite"
             path.write_bytes(tflite.convert(stream, precision, rep))
-            reason = tflite.probe(path) if precision != "float32" else None
-            if reason:  # keep the rest of the export; the manifest and the CLI say why
-                path.unlink()
-                failed[precision] = reason
-                advance(precision)
-                continue
-            stepper = tflite.TfliteStepper(path)
-            inputs, outputs = stepper.inputs, stepper.outputs
-            entry = mf.artefact_entry(path, precision, "tflite", inputs, outputs,
-                                      check.measure(stepper, baseline))
-            if any(i["scale"] is not None for i in inputs if i["role"] == "state"):
-                entry["state_quantization_matches"] = stepper.same_state_quant
-            artefacts[precision] = entry
+            reason = tflite.probe(path, nb_sources) if precision != "float32" else None
+            if reason:
+                raise EdgesepError(f"export of precision {precision} failed: {reason}; nothing "
+                                   f"was written to {out_dir}")
+            stepper = Stepper(LiteRtBackend(path.read_bytes()), nb_sources)
+            artefacts[precision] = _entry(path, precision, "tflite", stepper,
+                                          check.measure(stepper, baseline))
             advance(precision)
 
         if onnx:
             from edgesep.export import onnx as ox
 
             path = ox.convert(stream, tmp / "model_float32.onnx")
-            stepper = ox.OnnxStepper(path)
-            artefacts["onnx_float32"] = mf.artefact_entry(
-                path, "float32", "onnx", stepper.inputs, stepper.outputs,
-                check.measure(stepper, baseline))
+            stepper = Stepper(OnnxRuntimeBackend(path.read_bytes()), nb_sources)
+            artefacts["onnx_float32"] = _entry(path, "float32", "onnx", stepper,
+                                               check.measure(stepper, baseline))
             if frames:
                 qpath = ox.quantize_qdq(path, tmp / "model_int8.onnx", frames[:500])
-                stepper = ox.OnnxStepper(qpath)
-                artefacts["onnx_int8"] = mf.artefact_entry(
-                    qpath, "int8", "onnx", stepper.inputs, stepper.outputs,
-                    check.measure(stepper, baseline))
+                stepper = Stepper(OnnxRuntimeBackend(qpath.read_bytes()), nb_sources)
+                artefacts["onnx_int8"] = _entry(qpath, "int8", "onnx", stepper,
+                                                check.measure(stepper, baseline))
             advance("onnx")
 
-        if failed:
-            extra["failed"] = failed
-        manifest = mf.build_manifest(
+        manifest = build_manifest(
             cfg, artefacts, parameters=count_parameters(model), macs=count_macs(cfg),
-            source_run=str(run_dir), extra=extra)
-        mf.write_manifest(tmp, manifest)
+            source_run=os.path.relpath(run_dir.resolve(), out_dir.resolve()),
+            weights_sha256=weights_sha256(run_dir), extra=extra)
+        write_manifest(tmp, manifest)
         advance("manifest")
         if out_dir.exists():  # force: swap the old export out only now
             old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
@@ -185,4 +189,66 @@ def export_run(
         raise
     finally:
         bar.close()
-    return out_dir / mf.MANIFEST
+    return out_dir / MANIFEST_NAME
+
+
+def _entry(path: Path, precision: str, fmt: str, stepper, accuracy: dict) -> dict:
+    """The manifest entry of a model file, its tensors as the runtime's stepper sees them."""
+    entry = artefact_entry(path, precision, fmt, stepper.inputs, stepper.outputs, accuracy)
+    if any(t.quantised for t in stepper.inputs if t.role == "state"):
+        entry["accuracy"]["state_quantization_matches"] = stepper.raw_state_feedback
+    return entry
+
+
+def build_manifest(cfg, artefacts: dict, *, parameters: int, macs: int, source_run: str,
+                   weights_sha256: str | None = None, extra: dict | None = None) -> dict:
+    """The manifest of an export (:mod:`edgesep.contract` checks and writes it)."""
+    manifest = {
+        "stft": cfg.stft.to_dict(), "nb_model_bins": cfg.nb_model_bins,
+        "feature": "log1p_magnitude", "sources": list(SOURCES),
+        "algorithmic_latency_samples": cfg.stft.latency_samples,
+        "algorithmic_latency_ms": cfg.stft.latency_ms,
+        "config": cfg.to_dict(), "parameters": int(parameters), "macs_per_frame": int(macs),
+        "source_run": source_run, "source_run_weights_sha256": weights_sha256,
+        "git_commit": git_commit(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "artefacts": artefacts,
+    }
+    manifest.update(extra or {})
+    return manifest
+
+
+def git_commit() -> str | None:
+    """The commit of the edgesep checkout, when it is one."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def clean_stale(out_dir: Path) -> list[str]:
+    """Remove what killed exports of ``out_dir`` left beside it (``.NAME.tmp-PID`` and
+    ``.NAME.old-PID`` folders whose process is gone); returns one note per folder removed."""
+    notes = []
+    parent = Path(out_dir).parent
+    if not parent.is_dir():
+        return notes
+    for path in parent.glob(f".{Path(out_dir).name}.*-*"):
+        kind, _, pid = path.name.rpartition("-")
+        if not kind.endswith((".tmp", ".old")) or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        notes.append(f"removed {path}, left by an interrupted export (process {pid})")
+    return notes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

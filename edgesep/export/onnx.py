@@ -1,9 +1,10 @@
-"""Streaming graph -> ONNX (tf2onnx, opset 17; 19 fails with this stack), checked and run in
-onnxruntime, plus optional static QDQ int8 with onnxruntime's quantiser.
+"""Streaming graph -> ONNX (tf2onnx, opset 17; 19 fails with this stack), checked by onnx,
+plus optional static QDQ int8 with onnxruntime's quantiser. The runtime's one stepper runs it.
 
-Input names are the contract's (``frame``, ``state_i``); outputs are ``masks`` and
-``state_i_out``. Note (DESIGN.md): on x86 the QDQ int8 model ran *slower* than float32 in
-onnxruntime; ``edgesep bench`` measures it, the manifest only records what was measured.
+Tensor names are the contract's (``frame``, ``masks``, the states of
+:func:`edgesep.contract.state_input_name` and their ``_out`` outputs). Note (DESIGN.md): on
+x86 the QDQ int8 model ran *slower* than float32 in onnxruntime; ``edgesep bench`` measures
+it, the manifest only records what was measured.
 """
 
 from __future__ import annotations
@@ -28,24 +29,24 @@ def convert(smodel, path: Path) -> Path:
 
     serve, specs = serving_function(smodel, concrete=False)
     model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=specs, opset=OPSET)
-    rename = {o.name: o.name.split(":")[0] for o in model_proto.graph.output}
-    _rename_outputs(model_proto, rename)
+    graph = model_proto.graph
+    _rename(model_proto, {t.name: t.name.split(":")[0] for t in [*graph.input, *graph.output]})
     onnx.checker.check_model(model_proto)
     Path(path).write_bytes(model_proto.SerializeToString())
     return Path(path)
 
 
-def _rename_outputs(model_proto, rename: dict) -> None:
-    """Give graph outputs their contract names (tf2onnx may append ``:0``)."""
+def _rename(model_proto, rename: dict) -> None:
+    """Give graph inputs and outputs their contract names (tf2onnx may append ``:0``)."""
     for old, new in rename.items():
         if old == new:
             continue
         for node in model_proto.graph.node:
             node.output[:] = [new if o == old else o for o in node.output]
             node.input[:] = [new if i == old else i for i in node.input]
-        for out in model_proto.graph.output:
-            if out.name == old:
-                out.name = new
+        for tensor in [*model_proto.graph.input, *model_proto.graph.output]:
+            if tensor.name == old:
+                tensor.name = new
 
 
 def quiet_onnxruntime() -> None:
@@ -56,61 +57,9 @@ def quiet_onnxruntime() -> None:
     ort.set_default_logger_severity(3)
 
 
-def session(path: Path):
-    import onnxruntime as ort
-
-    quiet_onnxruntime()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def tensor_details(sess) -> tuple[list[dict], list[dict]]:
-    """Inputs and outputs of an onnxruntime session in the manifest's form."""
-
-    def describe(t) -> dict:
-        name = t.name.split(":")[0]
-        role = name if name in ("frame", "masks") else "state"
-        entry = {"name": name, "role": role, "shape": [int(d) for d in t.shape],
-                 "dtype": "float32", "scale": None, "zero_point": None, "tensor_name": t.name}
-        if role == "state" and not name.endswith("_out"):
-            entry["feeds_from"] = f"{name}_out"
-        return entry
-
-    return [describe(t) for t in sess.get_inputs()], [describe(t) for t in sess.get_outputs()]
-
-
-class OnnxStepper:
-    """Frame-by-frame onnxruntime run with carried float states (see ``TfliteStepper``)."""
-
-    def __init__(self, path: Path) -> None:
-        self.sess = session(path)
-        self.inputs, self.outputs = tensor_details(self.sess)
-        self.reset()
-
-    def reset(self) -> None:
-        self.states = {
-            i["tensor_name"]: np.zeros(i["shape"], np.float32)
-            for i in self.inputs if i["role"] == "state"
-        }
-
-    def step(self, frame: np.ndarray) -> np.ndarray:
-        frame_in = next(i for i in self.inputs if i["role"] == "frame")
-        feed = {frame_in["tensor_name"]: np.reshape(frame, frame_in["shape"]).astype(np.float32)}
-        feed.update(self.states)
-        names = [o["tensor_name"] for o in self.outputs]
-        result = dict(zip(names, self.sess.run(names, feed), strict=True))
-        for i in self.inputs:
-            if i["role"] == "state":
-                out = next(o for o in self.outputs if o["name"] == i["feeds_from"])
-                self.states[i["tensor_name"]] = result[out["tensor_name"]]
-        masks = next(o for o in self.outputs if o["name"] == "masks")
-        return result[masks["tensor_name"]][0, 0]
-
-
 def quantize_qdq(float_path: Path, out_path: Path, frames: list[dict]) -> Path:
     """Static QDQ int8 (per-channel weights) calibrated on ``frames`` (calibration items)."""
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -120,8 +69,7 @@ def quantize_qdq(float_path: Path, out_path: Path, frames: list[dict]) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quiet_onnxruntime()
-    sess = session(float_path)
-    names = [i.name for i in sess.get_inputs()]
+    names = [i.name for i in onnx.load(str(float_path)).graph.input]
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -131,7 +79,7 @@ def quantize_qdq(float_path: Path, out_path: Path, frames: list[dict]) -> Path:
             item = next(self._items, None)
             if item is None:
                 return None
-            return {n: np.asarray(item[n.split(":")[0]], np.float32) for n in names}
+            return {n: np.asarray(item[n], np.float32) for n in names}
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"

@@ -17,7 +17,8 @@ kept slice of the trained layer of the same name. Which channels a block keeps i
 L1 norm of its last kernel's output channels (the pointwise kernel of a separable block); blocks
 whose outputs are summed (``Add``: the chained stack inputs, ``coupling = "add"``) rank their
 channels jointly, so the sum keeps matching channels. Input channels of each kernel follow the
-kept channels of whatever produces them, traced through the graph (concatenations map to the
+kept channels of whatever produces them, traced through the graph the config describes
+(:func:`edgesep.models.cost.trace`: layer names, inputs, channels; concatenations map to the
 kept channels of each part at its offset). The copy is exact for the kept channels, so the
 smaller model starts close to the trained one; it is then fine-tuned ``steps`` steps (the
 removed channels' contributions are gone and BatchNorm statistics shift).
@@ -84,9 +85,10 @@ def kernel_sparsity(model) -> tuple[dict, dict]:
 def default_fine_tune(cfg, data: str = "synthetic", *, batch_size: int = 8, seed: int = 0,
                       learning_rate: float | None = None) -> FineTune:
     """A :data:`FineTune` on ``data``'s train clips with the training loss of
-    :mod:`edgesep.train` (masked L1, every stack's masks), float32, Adam."""
+    :mod:`edgesep.train` (masked L1 on every stack's masks, or the last one's without
+    ``intermediate_supervision``), float32, Adam."""
     from edgesep.data import load_clips
-    from edgesep.train import SpectrogramSet, masked_l1_loss
+    from edgesep.train import SpectrogramSet, masked_l1_loss, supervised_masks
 
     clips = load_clips(data, "train", sample_rate=cfg.stft.sample_rate, seed=seed)
     train_set = SpectrogramSet.from_clips(clips, cfg)
@@ -101,10 +103,10 @@ def default_fine_tune(cfg, data: str = "synthetic", *, batch_size: int = 8, seed
         @tf.function
         def train_step(features, mix_mag, src_mag):
             with tf.GradientTape() as tape:
-                out = model(features, training=True)
-                out = list(out) if isinstance(out, (list, tuple)) else [out]
+                out = supervised_masks(model(features, training=True), cfg.model)
                 loss = masked_l1_loss(out, mix_mag, src_mag)
-            grads = tape.gradient(loss, model.trainable_variables)
+            grads = tape.gradient(loss, model.trainable_variables,
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss
 
@@ -173,30 +175,14 @@ def prune_magnitude(model, cfg, sparsity: float, fine_tune: FineTune | None = No
 
 def scaled_config(cfg, fraction: float):
     """``cfg`` with every channel count scaled by ``1 - fraction`` (at least 1)."""
-    from edgesep.models import model_config
-
-    mc = model_config(cfg)
+    mc = cfg.model
     keep = 1.0 - fraction
-    model = dict(cfg.model)
-    model["channels"] = [max(1, round(c * keep)) for c in mc.channels]
-    if mc.aspp_channels:
-        model["aspp_channels"] = max(1, round(mc.aspp_channels * keep))
+    model = replace(
+        mc,
+        channels=tuple(max(1, round(c * keep)) for c in mc.channels),
+        aspp_channels=max(1, round(mc.aspp_channels * keep)) if mc.aspp_channels else 0,
+    )
     return replace(cfg, model=model)
-
-
-def _inbound(layer) -> list:
-    found = []
-    for node in layer._inbound_nodes:
-        inbound = node.inbound_layers
-        found.extend(inbound if isinstance(inbound, (list, tuple)) else [inbound])
-    return found
-
-
-def _out_channels(layer) -> int:
-    shape = layer.output_shape
-    if isinstance(shape, list):
-        shape = shape[0]
-    return int(shape[-1])
 
 
 def _last_kernel(layer):
@@ -207,13 +193,17 @@ def _last_kernel(layer):
     return cell.pointwise_kernel if hasattr(cell, "pointwise_kernel") else cell.kernel
 
 
-def _channel_plan(old, new) -> dict[str, np.ndarray]:
-    """Old-model output channel indices kept by each layer of ``new`` (by layer name)."""
-    import tf_keras as keras
+#: Traced ops (:class:`edgesep.models.cost.Node`) whose layer computes its output channels.
+_PRODUCERS = ("conv", "pool")
 
-    from edgesep.models.layers import ConvBlock, PooledBranch
 
-    producers = (ConvBlock, PooledBranch)
+def _channel_plan(old, graph: dict, new_graph: dict) -> dict[str, np.ndarray]:
+    """Old-model output channel indices kept by each layer (by layer name).
+
+    ``old``: the trained Keras model (its kernels rank the channels); ``graph`` and
+    ``new_graph``: the layers of the old and the smaller config as traced by
+    :func:`edgesep.models.cost.trace` (names, inputs and channels, the same as the Keras
+    models')."""
     parent: dict[str, str] = {}
 
     def find(name: str) -> str:
@@ -221,50 +211,49 @@ def _channel_plan(old, new) -> dict[str, np.ndarray]:
             name = parent[name]
         return name
 
-    def source(layer):
+    def source(name: str) -> str | None:
         """The channel-producing layer behind pass-through layers (None for inputs)."""
-        while not isinstance(layer, producers + (keras.layers.Add, keras.layers.Concatenate)):
-            inbound = _inbound(layer)
-            if not inbound:
+        while graph[name].op not in (*_PRODUCERS, "add", "concat"):
+            if not graph[name].inputs:
                 return None
-            layer = inbound[0]
-        return layer
+            name = graph[name].inputs[0]
+        return name
 
-    for layer in old.layers:  # blocks summed by an Add rank their channels together
-        if isinstance(layer, keras.layers.Add):
-            roots = [s.name for s in map(source, _inbound(layer)) if s is not None]
+    for node in graph.values():  # blocks summed by an Add rank their channels together
+        if node.op == "add":
+            roots = [s for s in map(source, node.inputs) if s is not None]
             for r in roots[1:]:
                 parent[find(r)] = find(roots[0])
-            parent.setdefault(layer.name, find(roots[0]) if roots else layer.name)
+            parent.setdefault(node.name, find(roots[0]) if roots else node.name)
 
     scores: dict[str, np.ndarray] = {}
     sizes: dict[str, int] = {}
-    for layer in old.layers:
-        if isinstance(layer, producers):
-            kernel = _last_kernel(layer).numpy()
+    for node in graph.values():
+        if node.op in _PRODUCERS:
+            kernel = _last_kernel(old.get_layer(node.name)).numpy()
             l1 = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
-            root = find(layer.name)
+            root = find(node.name)
             scores[root] = scores.get(root, 0) + l1
-            sizes[root] = _out_channels(new.get_layer(layer.name))
+            sizes[root] = new_graph[node.name].shape[-1]
     kept_group = {r: np.sort(np.argsort(-s, kind="stable")[: sizes[r]]) for r, s in scores.items()}
 
     kept: dict[str, np.ndarray] = {}
-    for layer in old.layers:
-        inbound = _inbound(layer)
-        if isinstance(layer, producers):
-            kept[layer.name] = kept_group[find(layer.name)]
-        elif isinstance(layer, keras.layers.Concatenate):
+    for node in graph.values():
+        channels = node.shape[-1]
+        if node.op in _PRODUCERS:
+            kept[node.name] = kept_group[find(node.name)]
+        elif node.op == "concat":
             parts, offset = [], 0
-            for lyr in inbound:
-                parts.append(kept[lyr.name] + offset)
-                offset += _out_channels(lyr)
-            kept[layer.name] = np.concatenate(parts)
-        elif isinstance(layer, keras.layers.Add):
-            kept[layer.name] = kept[inbound[0].name]
-        elif inbound and _out_channels(layer) == _out_channels(inbound[0]):
-            kept[layer.name] = kept[inbound[0].name]
+            for name in node.inputs:
+                parts.append(kept[name] + offset)
+                offset += graph[name].shape[-1]
+            kept[node.name] = np.concatenate(parts)
+        elif node.op == "add":
+            kept[node.name] = kept[node.inputs[0]]
+        elif node.inputs and channels == graph[node.inputs[0]].shape[-1]:
+            kept[node.name] = kept[node.inputs[0]]
         else:  # inputs, heads (all sources kept)
-            kept[layer.name] = np.arange(_out_channels(layer))
+            kept[node.name] = np.arange(channels)
     return kept
 
 
@@ -276,17 +265,21 @@ def _take(values: np.ndarray, axis: int, index: np.ndarray, size: int) -> np.nda
     return np.take(values, index, axis=axis)
 
 
-def copy_kept_weights(old, new) -> None:
-    """Give each layer of ``new`` the kept slice of the same-named layer of ``old``."""
+def copy_kept_weights(old, new, cfg, new_cfg) -> None:
+    """Give each layer of ``new`` (the model of ``new_cfg``) the kept slice of the same-named
+    layer of ``old`` (the model of ``cfg``)."""
     import tf_keras as keras
 
-    kept = _channel_plan(old, new)
+    from edgesep.models.cost import trace
+
+    graph = trace(cfg)
+    kept = _channel_plan(old, graph, trace(new_cfg))
     for layer in new.layers:
         if not layer.weights:
             continue
         src = old.get_layer(layer.name)
-        inbound = _inbound(src)
-        in_kept = kept[inbound[0].name] if inbound else np.arange(1)
+        inbound = graph[layer.name].inputs
+        in_kept = kept[inbound[0]] if inbound else np.arange(1)
         out_kept = kept[layer.name]
         transpose = isinstance(layer, keras.layers.Conv2DTranspose)
         values = []
@@ -310,19 +303,16 @@ def prune_structured(model, cfg, fraction: float, fine_tune: FineTune | None = N
 
     Returns ``(smaller model, smaller Config, PruneReport)``.
     """
-    from edgesep.models import build_model, model_config
+    from edgesep.models import build_model
 
     if not 0.0 < fraction < 1.0:
         raise EdgesepError(f"--prune takes a fraction in (0, 1), got {fraction}")
     new_cfg = scaled_config(cfg, fraction)
     small = build_model(new_cfg)
-    # A clone: once a streaming graph was built on ``model`` (export_run builds one for the
-    # accuracy baseline first) its layers have a second inbound node and the channel plan,
-    # which reads the graph, would mix the two graphs.
-    copy_kept_weights(_clone(model), small)
+    copy_kept_weights(model, small, cfg, new_cfg)
     if steps > 0:
         (fine_tune or default_fine_tune(cfg, data))(small, int(steps), [])
-    before, after = model_config(cfg), model_config(new_cfg)
+    before, after = cfg.model, new_cfg.model
     report = PruneReport(
         "structured", float(fraction),
         sparsity={"parameters": 1.0 - small.count_params() / model.count_params()},

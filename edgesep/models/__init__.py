@@ -1,26 +1,42 @@
-"""Models: coupled U-Net + ASPP and its baselines (one builder), their streaming graphs,
-and their cost (parameters, multiply-accumulates, receptive field)."""
+"""Models: coupled U-Net + ASPP and its baselines (one topology, :mod:`edgesep.models.graph`),
+their Keras and streaming graphs, and their cost (parameters, multiply-accumulates, receptive
+field; :mod:`edgesep.models.cost`).
 
-from edgesep.models.coupled_unet import (
-    ModelConfig,
-    as_mask_list,
-    build_model,
-    count_macs,
-    count_parameters,
-    model_config,
-    receptive_field_frames,
-)
-from edgesep.models.streaming import build_streaming_model, run_streaming, zero_states
+Importing this package does not import TensorFlow: the Keras builders are loaded on first use
+(``from edgesep.models import build_model`` does load it).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from edgesep.config import ModelConfig
+from edgesep.models.cost import count_macs, model_cost, nb_parameters, receptive_field_frames
+from edgesep.models.graph import Mode
+
+#: Names loaded with TensorFlow on first access: name -> module.
+_KERAS = {
+    "as_mask_list": "edgesep.models.coupled_unet",
+    "build_model": "edgesep.models.coupled_unet",
+    "count_parameters": "edgesep.models.coupled_unet",
+    "build_streaming_model": "edgesep.models.streaming",
+}
 
 __all__ = [
+    "Mode",
     "ModelConfig",
     "as_mask_list",
     "build_model",
     "build_streaming_model",
     "count_macs",
     "count_parameters",
-    "model_config",
+    "model_cost",
+    "nb_parameters",
     "receptive_field_frames",
-    "run_streaming",
-    "zero_states",
 ]
+
+
+def __getattr__(name: str):
+    if name in _KERAS:
+        return getattr(importlib.import_module(_KERAS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,14 +1,9 @@
-"""A model's cost and delay in one dict: what `edgesep info` prints and manifests record."""
+"""A model's cost and delay in one dict: what `edgesep info` prints and manifests record.
+Computed from the config alone (:mod:`edgesep.models.cost`): no TensorFlow."""
 
 from __future__ import annotations
 
-from edgesep.models.coupled_unet import (
-    build_model,
-    count_macs,
-    count_parameters,
-    model_config,
-    receptive_field_frames,
-)
+from edgesep.models.cost import model_cost
 
 
 def model_info(cfg) -> dict:
@@ -17,9 +12,9 @@ def model_info(cfg) -> dict:
     ``macs_per_frame`` is set for a causal config (streaming cost of one hop),
     ``macs_per_patch`` for a non-causal one (one ``train.patch_frames`` patch).
     """
-    mc = model_config(cfg)
-    rf = receptive_field_frames(cfg)
-    macs = count_macs(cfg)
+    mc = cfg.model
+    cost = model_cost(cfg)
+    rf, macs = cost.receptive_field_frames, cost.macs
     hop_ms = 1000.0 * cfg.stft.hop / cfg.stft.sample_rate
     info = {
         "config": cfg.name,
@@ -27,7 +22,7 @@ def model_info(cfg) -> dict:
         "causal": mc.causal,
         "stacks": mc.stacks,
         "nb_model_bins": cfg.nb_model_bins,
-        "parameters": count_parameters(build_model(cfg)),
+        "parameters": cost.parameters,
         "macs_per_frame": macs if mc.causal else None,
         "macs_per_patch": None if mc.causal else macs,
         "patch_frames": None if mc.causal else cfg.train.patch_frames,

@@ -1,15 +1,18 @@
 """Building blocks: a convolution block that owns its time padding (causal or 'same'),
 a pooled ASPP branch, and :class:`GraphBuilder`, which wires blocks into the offline graph or
-the one-frame streaming graph from the very same layer objects.
+the one-frame streaming graph (:class:`~edgesep.models.graph.Mode`) from the very same layer
+objects.
 
 Tensors are ``[shape=(nb_batch, nb_frames, nb_bins, nb_channels)]`` throughout: time first, as
 in the STFT, frequency second.
 
 Streaming (kws_streaming's ``Stream`` idea): a causal :class:`ConvBlock` runs its cell with
-'valid' padding in time. Offline it zero-pads ``(kernel_t - 1) * dilation_t`` frames at the front;
-streaming it is called on one new frame plus its state (the last ``state_frames`` input
-frames), convolves their concatenation and returns the new state as well. Both modes run the
-same weights on the same numbers, so the outputs agree to float rounding.
+'valid' padding in time. In ``Mode.OFFLINE`` it zero-pads ``(kernel_t - 1) * dilation_t``
+frames at the front; in ``Mode.STREAM`` it is called on one new frame plus its state (the last
+``state_frames`` input frames), convolves their concatenation and returns the new state as
+well. Both modes run the same weights on the same numbers, so the outputs agree to float
+rounding. (One layer object serves both graphs, so a block tells the modes apart by its call:
+``block(x)`` offline, ``block(frame, state=s)`` streaming.)
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from edgesep.contract import state_input_name  # noqa: E402
 from edgesep.errors import EdgesepError  # noqa: E402
+from edgesep.models.graph import Mode  # noqa: E402
 
 
 def same_padding(size, kernel: int, dilation: int, stride: int):
@@ -133,14 +137,6 @@ class ConvBlock(keras.layers.Layer):
                 x = x[:, :: self.decimate[0], :: self.decimate[1]]
         return self.cell(x)
 
-    def macs(self, nb_positions: int) -> int:
-        """Multiply-accumulates for ``nb_positions`` output positions (time x frequency)."""
-        total = int(np.prod(self.cell.kernel.shape)) * nb_positions
-        if self.depthwise is not None:
-            dw_positions = nb_positions * self.decimate[0] * self.decimate[1]
-            total += int(np.prod(self.depthwise.depthwise_kernel.shape)) * dw_positions
-        return total
-
     def _finish(self, y, training):
         if self.bn is not None:
             y = self.bn(y, training=training)
@@ -218,20 +214,23 @@ class PooledBranch(keras.layers.Layer):
 
 
 class GraphBuilder:
-    """Wires named layers into a graph, offline or streaming, creating or reusing layers.
+    """Keras primitives for :func:`edgesep.models.graph.network`: wires named layers into a
+    graph in a :class:`~edgesep.models.graph.Mode`, creating or reusing layers.
 
     With ``model=None`` it creates each layer on first use; with a built offline ``model`` it
     takes the layer of the same name from it (so a streaming graph shares its weights).
-    With ``streaming=True`` each causal block with a time kernel gets a state input
-    ``state_i`` (created here, in call order) and returns ``state_i_out``.
+    In ``Mode.STREAM`` each causal block with a time kernel gets a state input (created here,
+    in call order, named by :func:`edgesep.contract.state_input_name`) and returns the next
+    state (``state_outputs``, same order).
     """
 
-    def __init__(self, model=None, streaming: bool = False, batch_size: int | None = None):
+    def __init__(self, model=None, mode: Mode = Mode.OFFLINE, batch_size: int | None = None):
         self.model = model
-        self.streaming = streaming
+        self.mode = Mode(mode)
         self.batch_size = batch_size
         self.state_inputs: list = []
         self.state_outputs: list = []
+        self.state_names: list = []
 
     def layer(self, name: str, factory):
         if self.model is not None:
@@ -239,56 +238,36 @@ class GraphBuilder:
         return factory(name)
 
     def conv(self, name: str, x, filters: int, kernel_size, **kwargs):
-        """Apply the :class:`ConvBlock` ``name``; in streaming mode thread its state."""
+        """Apply the :class:`ConvBlock` ``name``; in ``Mode.STREAM`` thread its state."""
         block = self.layer(name, lambda n: ConvBlock(filters, kernel_size, name=n, **kwargs))
-        if not self.streaming or block.state_frames == 0:
+        if self.mode is Mode.OFFLINE or block.state_frames == 0:
             return block(x)
         i = len(self.state_inputs)
         state = keras.Input(
             shape=(block.state_frames, x.shape[2], x.shape[3]),
             batch_size=self.batch_size,
-            name=f"state_{i}",
+            name=state_input_name(i, name),
         )
         y, new_state = block(x, state=state)
         self.state_inputs.append(state)
         self.state_outputs.append(new_state)
+        self.state_names.append(state_input_name(i, name))
         return y
 
-    def aspp(self, name: str, x, filters: int, rates, kernel_size, causal: bool, norm: str,
-             separable: bool, pool: bool = True, branch_filters: int | None = None):
-        """Atrous spatial pyramid pooling.
+    def pool(self, name: str, x, filters: int, axes: str, norm: str):
+        """Apply the :class:`PooledBranch` ``name`` (stateless in both modes)."""
+        return self.layer(name, lambda n: PooledBranch(filters, axes, norm=norm, name=n))(x)
 
-        Rate 1 is a 1x1 branch; rate ``r > 1`` a ``kernel_size`` block dilated ``(r, 1)`` (causal:
-        along time only) or ``(r, r)`` (non-causal: 2-D); plus a pooled branch (over frequency
-        when causal, global otherwise). Branches are concatenated and projected 1x1 to
-        ``filters``. Shapes are kept: ``[shape=(nb_batch, nb_frames, nb_bins, filters)]``.
-        """
-        branch_filters = branch_filters or filters
-        branches = []
-        for r in rates:
-            if r == 1:
-                branches.append(self.conv(f"{name}_r1", x, branch_filters, (1, 1), norm=norm,
-                                          causal=causal))
-            else:
-                dilation = (r, 1) if causal else (r, r)
-                branches.append(self.conv(f"{name}_r{r}", x, branch_filters, kernel_size,
-                                          dilation_rate=dilation, causal=causal, norm=norm,
-                                          separable=separable))
-        if pool:
-            axes = "freq" if causal else "global"
-            branches.append(self.layer(
-                f"{name}_pool", lambda n: PooledBranch(branch_filters, axes, norm=norm, name=n)
-            )(x))
-        cat = self.layer(f"{name}_cat", lambda n: keras.layers.Concatenate(name=n))(branches)
-        return self.conv(f"{name}_proj", cat, filters, (1, 1), norm=norm, causal=causal)
+    def concat(self, name: str, xs: list):
+        return self.layer(name, lambda n: keras.layers.Concatenate(name=n))(list(xs))
 
-    def couple(self, name: str, x, previous, mode: str, norm: str, causal: bool):
-        """Order-1 coupling: ``x`` (level l of U-Net k) with ``previous`` (level l of U-Net
-        k-1 only). ``mode="concat"``: concatenate, 1x1 projection back to x's channels;
-        ``mode="add"``: sum."""
-        if mode == "add":
-            return self.layer(f"{name}_add", lambda n: keras.layers.Add(name=n))([x, previous])
-        if mode != "concat":
-            raise EdgesepError(f"coupling must be 'concat' or 'add', got {mode!r}")
-        cat = self.layer(f"{name}_cat", lambda n: keras.layers.Concatenate(name=n))([x, previous])
-        return self.conv(f"{name}_proj", cat, x.shape[-1], (1, 1), norm=norm, causal=causal)
+    def add(self, name: str, xs: list):
+        return self.layer(name, lambda n: keras.layers.Add(name=n))(list(xs))
+
+    def upsample(self, name: str, x, size):
+        return self.layer(name, lambda n: keras.layers.UpSampling2D(size, name=n))(x)
+
+    def head(self, name: str, x, nb_sources: int, stride_f: int):
+        """Mask head: transposed conv ``(1, stride_f)`` back to full frequency, sigmoid."""
+        return self.layer(name, lambda n: keras.layers.Conv2DTranspose(
+            nb_sources, (1, stride_f), strides=(1, stride_f), activation="sigmoid", name=n))(x)

@@ -1,14 +1,15 @@
-"""Streaming runtime for exported models: manifest checks, inference backends, the
-frame-by-frame streamer, latency statistics and live audio. Imports no TensorFlow (only the
-keras reference backend does, lazily)."""
+"""Streaming runtime for exported models: inference backends, the one frame stepper, the
+streamer, latency statistics and live audio. Imports no TensorFlow: the Keras reference backend
+lives on the training side and is reached by name only when asked for."""
 
-from edgesep.runtime.backends import BACKENDS, Backend, TensorDetail, open_backend
+from edgesep.contract import Artefact, Manifest, TensorSpec, load_manifest
+from edgesep.runtime.backends import BACKENDS, Backend
 from edgesep.runtime.latency import LatencyStats
-from edgesep.runtime.manifest import Artefact, Manifest, TensorSpec, load_manifest
-from edgesep.runtime.stream import MaskEstimator, Streamer, separate_file, separate_offline
+from edgesep.runtime.stepper import Stepper, open_stepper
+from edgesep.runtime.stream import Streamer, open_streamer, separate_file, separate_offline
 
 __all__ = [
-    "BACKENDS", "Artefact", "Backend", "LatencyStats", "Manifest", "MaskEstimator", "Streamer",
-    "TensorDetail", "TensorSpec", "load_manifest", "open_backend", "separate_file",
+    "BACKENDS", "Artefact", "Backend", "LatencyStats", "Manifest", "Stepper", "Streamer",
+    "TensorSpec", "load_manifest", "open_stepper", "open_streamer", "separate_file",
     "separate_offline",
 ]

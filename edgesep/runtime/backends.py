@@ -1,47 +1,44 @@
 """Inference backends behind one small interface.
 
-``Backend(model_path, threads).run({name: array}) -> {name: array}`` with raw tensors (the
-model's own dtypes); ``inputs``/``outputs`` describe them. Quantisation is the streamer's job.
-Registry: :data:`BACKENDS` (a plain dict, name -> class).
+``backend.run({name: array}) -> {name: array}`` on raw tensors (the model's own dtypes);
+``inputs``/``outputs`` describe them as :class:`edgesep.contract.TensorSpec`. Quantisation and
+state feedback are the stepper's job (:mod:`edgesep.runtime.stepper`). Exported models are
+loaded from bytes already checked against the manifest, never re-read from a path.
+
+Registry: :data:`BACKENDS` (name -> the module and class that implement it, imported when
+opened, so the TensorFlow-side ``keras`` reference is never imported by the runtime itself).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
+import importlib
 
 import numpy as np
 
+from edgesep.contract import TensorSpec, tensor_order
 from edgesep.errors import EdgesepError
 
 
-@dataclass(frozen=True)
-class TensorDetail:
-    """A model tensor as the backend sees it (``scale`` is ``None`` when not quantised)."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    scale: float | None = None
-    zero_point: int | None = None
-
-
 class Backend:
-    """Base class: load a model file, run one step on raw tensors."""
+    """Base class: a loaded model that runs one step on raw tensors."""
 
     name = "base"
     #: The artefact format it loads (``None``: not an exported file).
     format: str | None = None
 
-    def __init__(self, model_path: str | Path, threads: int = 1) -> None:
-        self.model_path = Path(model_path)
+    def __init__(self, threads: int = 1) -> None:
+        if threads < 1:
+            raise EdgesepError(f"--threads must be at least 1, got {threads}")
         self.threads = threads
-        self.inputs: list[TensorDetail] = []
-        self.outputs: list[TensorDetail] = []
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+
+def ordered(specs: list[TensorSpec]) -> list[TensorSpec]:
+    return sorted(specs, key=lambda t: tensor_order(t.name))
 
 
 class _TfliteBackend(Backend):
@@ -49,37 +46,35 @@ class _TfliteBackend(Backend):
 
     format = "tflite"
 
-    def _load(self, interpreter_cls) -> None:
+    def _load(self, interpreter_cls, model: bytes) -> None:
         try:
-            self._interp = interpreter_cls(model_path=str(self.model_path),
-                                           num_threads=self.threads)
+            self._interp = interpreter_cls(model_content=model, num_threads=self.threads)
+            self._interp.allocate_tensors()
+            runner_ins = self._interp.get_signature_runner().get_input_details()
+            runner_outs = self._interp.get_signature_runner().get_output_details()
         except (ValueError, RuntimeError) as exc:
-            raise EdgesepError(f"{self.model_path}: cannot load TFLite model ({exc})") from None
-        self._interp.allocate_tensors()
-        sigs = self._interp.get_signature_list()
-        if len(sigs) == 1:  # signature names are the ones the export wrote
-            runner = self._interp.get_signature_runner()
-            ins, outs = runner.get_input_details(), runner.get_output_details()
-        else:
-            ins = {d["name"]: d for d in self._interp.get_input_details()}
-            outs = {d["name"]: d for d in self._interp.get_output_details()}
-        self.inputs = [_tflite_detail(n, d) for n, d in ins.items()]
-        self.outputs = [_tflite_detail(n, d) for n, d in outs.items()]
-        self._in_index = {n: d["index"] for n, d in ins.items()}
-        self._out_index = {n: d["index"] for n, d in outs.items()}
+            raise EdgesepError(f"cannot load TFLite model ({_first_line(exc)})") from None
+        self.inputs = ordered([_spec(n, d, True) for n, d in runner_ins.items()])
+        self.outputs = ordered([_spec(n, d, False) for n, d in runner_outs.items()])
+        self._in_index = [(n, d["index"]) for n, d in runner_ins.items()]
+        self._out_index = [(n, d["index"]) for n, d in runner_outs.items()]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for name, idx in self._in_index.items():
+        for name, idx in self._in_index:
             self._interp.set_tensor(idx, inputs[name])
         self._interp.invoke()
-        return {name: self._interp.get_tensor(idx) for name, idx in self._out_index.items()}
+        return {name: self._interp.get_tensor(idx) for name, idx in self._out_index}
 
 
-def _tflite_detail(name: str, d: dict) -> TensorDetail:
+def _spec(name: str, d: dict, is_input: bool) -> TensorSpec:
     scale, zp = d["quantization"]
-    quant = scale != 0.0
-    return TensorDetail(name, tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]),
-                        float(scale) if quant else None, int(zp) if quant else None)
+    return TensorSpec.from_detail(name, d["shape"], d["dtype"], scale if scale else None,
+                                  zp if scale else None, is_input)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
 
 
 class LiteRtBackend(_TfliteBackend):
@@ -87,15 +82,15 @@ class LiteRtBackend(_TfliteBackend):
 
     name = "litert"
 
-    def __init__(self, model_path: str | Path, threads: int = 1) -> None:
-        super().__init__(model_path, threads)
+    def __init__(self, model: bytes, threads: int = 1) -> None:
+        super().__init__(threads)
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             raise EdgesepError(
                 "backend litert needs ai-edge-litert: pip install 'edgesep[runtime]'"
             ) from None
-        self._load(Interpreter)
+        self._load(Interpreter, model)
 
 
 class TfliteRuntimeBackend(_TfliteBackend):
@@ -104,8 +99,8 @@ class TfliteRuntimeBackend(_TfliteBackend):
 
     name = "tflite-runtime"
 
-    def __init__(self, model_path: str | Path, threads: int = 1) -> None:
-        super().__init__(model_path, threads)
+    def __init__(self, model: bytes, threads: int = 1) -> None:
+        super().__init__(threads)
         try:
             from tflite_runtime.interpreter import Interpreter
         except ImportError as exc:
@@ -113,7 +108,7 @@ class TfliteRuntimeBackend(_TfliteBackend):
                 f"backend tflite-runtime is not importable here ({exc}); it needs numpy<2 "
                 "and must be imported before TensorFlow. Use --backend litert."
             ) from None
-        self._load(Interpreter)
+        self._load(Interpreter, model)
 
 
 _ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
@@ -126,8 +121,8 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     format = "onnx"
 
-    def __init__(self, model_path: str | Path, threads: int = 1) -> None:
-        super().__init__(model_path, threads)
+    def __init__(self, model: bytes, threads: int = 1) -> None:
+        super().__init__(threads)
         try:
             import onnxruntime as ort
         except ImportError:
@@ -140,78 +135,47 @@ class OnnxRuntimeBackend(Backend):
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         try:
-            self._sess = ort.InferenceSession(str(self.model_path), opts,
-                                              providers=["CPUExecutionProvider"])
+            self._sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise EdgesepError(f"{self.model_path}: cannot load ONNX model ({exc})") from None
+            raise EdgesepError(f"cannot load ONNX model ({_first_line(exc)})") from None
 
-        def detail(t) -> TensorDetail:
+        def spec(t, is_input: bool) -> TensorSpec:
+            if t.type not in _ONNX_DTYPES:
+                raise EdgesepError(f"ONNX tensor {t.name} has unsupported type {t.type}")
             shape = tuple(s if isinstance(s, int) else 1 for s in t.shape)
-            return TensorDetail(t.name, shape, np.dtype(_ONNX_DTYPES.get(t.type, np.float32)))
+            return TensorSpec.from_detail(t.name, shape, _ONNX_DTYPES[t.type], is_input=is_input)
 
-        self.inputs = [detail(t) for t in self._sess.get_inputs()]
-        self.outputs = [detail(t) for t in self._sess.get_outputs()]
-        self._out_names = [t.name for t in self.outputs]
+        self.inputs = ordered([spec(t, True) for t in self._sess.get_inputs()])
+        self.outputs = ordered([spec(t, False) for t in self._sess.get_outputs()])
+        self._out_names = [t.name for t in self._sess.get_outputs()]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._out_names, self._sess.run(self._out_names, inputs), strict=True))
 
 
-class KerasBackend(Backend):
-    """The Keras streaming model of a training run (reference; imports TensorFlow).
-
-    ``model_path`` is the run directory (the manifest's ``source_run``).
-    """
-
-    name = "keras"
-    format = None
-
-    def __init__(self, model_path: str | Path, threads: int = 1) -> None:
-        super().__init__(model_path, threads)
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-        try:
-            import tensorflow as tf
-
-            from edgesep.models import build_streaming_model
-            from edgesep.train import load_run
-        except ImportError as exc:
-            raise EdgesepError(
-                f"backend keras needs the [train] extra (TensorFlow): {exc}"
-            ) from None
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-        except RuntimeError:  # TensorFlow already initialised: keep its thread pool
-            pass
-        model, cfg = load_run(self.model_path)
-        self._model = build_streaming_model(model, cfg)
-        self._tf = tf
-        model_ = self._model
-        self.inputs = [TensorDetail(n, tuple(d or 1 for d in t.shape), np.dtype("float32"))
-                       for n, t in zip(model_.input_names, model_.inputs, strict=True)]
-        self._fn = tf.function(lambda x: self._model(x, training=False))
-        # output names are the streaming model's dict keys: read them off one zero step
-        zeros = {t.name: np.zeros(t.shape, np.float32) for t in self.inputs}
-        self.outputs = [TensorDetail(n, tuple(v.shape), np.dtype("float32"))
-                        for n, v in self.run(zeros).items()]
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self._fn({k: self._tf.constant(v) for k, v in inputs.items()})
-        return {k: np.asarray(v) for k, v in out.items()}
-
-
-BACKENDS: dict[str, type[Backend]] = {
-    "litert": LiteRtBackend,
-    "tflite-runtime": TfliteRuntimeBackend,
-    "onnxruntime": OnnxRuntimeBackend,
-    "keras": KerasBackend,
+#: name -> (module, class, artefact format or None for the Keras reference)
+BACKENDS: dict[str, tuple[str, str, str | None]] = {
+    "litert": ("edgesep.runtime.backends", "LiteRtBackend", "tflite"),
+    "tflite-runtime": ("edgesep.runtime.backends", "TfliteRuntimeBackend", "tflite"),
+    "onnxruntime": ("edgesep.runtime.backends", "OnnxRuntimeBackend", "onnx"),
+    "keras": ("edgesep.models.keras_backend", "KerasBackend", None),
 }
 DEFAULT_BACKEND = "litert"
 
 
-def open_backend(name: str, model_path: str | Path, threads: int = 1) -> Backend:
-    """Instantiate a backend by registry name (``EdgesepError`` for an unknown one)."""
+def backend_format(name: str) -> str | None:
+    """The artefact format backend ``name`` runs (``None``: the Keras reference)."""
     if name not in BACKENDS:
         raise EdgesepError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
-    if threads < 1:
-        raise EdgesepError(f"--threads must be at least 1, got {threads}")
-    return BACKENDS[name](model_path, threads)
+    return BACKENDS[name][2]
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class of backend ``name`` (imports its module now)."""
+    backend_format(name)
+    module, cls, _ = BACKENDS[name]
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ModuleNotFoundError as exc:
+        raise EdgesepError(f"backend {name} needs {exc.name}: pip install 'edgesep[train]'"
+                           ) from None

@@ -27,7 +27,7 @@ def benchmark(
     t0 = time.perf_counter_ns()
     streamer = open_streamer(model_dir, precision, backend, threads)
     init_us = (time.perf_counter_ns() - t0) / 1000
-    est, hop = streamer.estimator, streamer.hop
+    est, hop = streamer.stepper, streamer.hop
     hop_ns = round(1e9 * hop / streamer.cfg.sample_rate)
     rng = np.random.default_rng(0)
     feats = np.log1p(rng.random(est.nb_model_bins, dtype=np.float32))

@@ -8,7 +8,6 @@ the streamer must match); :func:`separate_file` streams a file and aligns the ou
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesep.audio import read_audio, resample
+from edgesep.contract import Manifest
 from edgesep.dsp import (
     StreamingIstft,
     StreamingStft,
@@ -27,104 +27,20 @@ from edgesep.dsp import (
     stft,
 )
 from edgesep.errors import EdgesepError
-from edgesep.runtime.backends import Backend
 from edgesep.runtime.latency import LatencyStats
-from edgesep.runtime.manifest import Artefact, Manifest, TensorSpec, check_model_io
-
-
-def quantise(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    """Float -> the tensor's dtype (``round(x / scale) + zero_point``, saturated)."""
-    if not spec.quantised:
-        return np.asarray(x, dtype=spec.dtype)
-    info = np.iinfo(spec.dtype)
-    q = np.round(np.asarray(x, np.float32) / spec.scale) + spec.zero_point
-    return np.clip(q, info.min, info.max).astype(spec.dtype)
-
-
-def dequantise(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    """The tensor's dtype -> float32."""
-    if not spec.quantised:
-        return np.asarray(x, dtype=np.float32)
-    return (x.astype(np.float32) - spec.zero_point) * np.float32(spec.scale)
-
-
-class MaskEstimator:
-    """The model as a per-frame function ``features -> masks`` that carries its own states.
-
-    Float inputs are quantised with the manifest's scale/zero point and outputs dequantised. A
-    state output whose (scale, zero point, dtype) equals its receiving input's is fed back raw;
-    otherwise it is dequantised and requantised.
-    """
-
-    def __init__(self, manifest: Manifest, artefact: Artefact, backend: Backend) -> None:
-        if backend.format is None:  # the keras reference computes in float32
-            float_spec = {"dtype": np.dtype("float32"), "scale": None, "zero_point": None}
-            artefact = dataclasses.replace(
-                artefact,
-                inputs=tuple(dataclasses.replace(t, **float_spec) for t in artefact.inputs),
-                outputs=tuple(dataclasses.replace(t, **float_spec) for t in artefact.outputs),
-            )
-        check_model_io(artefact, backend.inputs, backend.outputs)
-        self.backend = backend
-        self.artefact = artefact
-        self.nb_model_bins = manifest.nb_model_bins
-        self.nb_sources = len(manifest.sources)
-        self._frame = artefact.spec("frame")[0]
-        self._masks = artefact.spec("masks", outputs=True)[0]
-        if int(np.prod(self._frame.shape)) != self.nb_model_bins:
-            raise EdgesepError(f"{artefact.path}: frame input {self._frame.shape} does not hold "
-                               f"nb_model_bins={self.nb_model_bins}")
-        if int(np.prod(self._masks.shape)) != self.nb_model_bins * self.nb_sources:
-            raise EdgesepError(f"{artefact.path}: masks output {self._masks.shape} does not "
-                               f"hold {self.nb_model_bins} bins x {self.nb_sources} sources")
-        outputs = {t.name: t for t in artefact.outputs}
-        self._links = []  # (input spec, output spec, raw feed-back?)
-        for spec in artefact.spec("state"):
-            out = outputs[spec.feeds_from]
-            if out.shape != spec.shape:
-                raise EdgesepError(f"{artefact.path}: state {out.name} shape {out.shape} cannot "
-                                   f"feed {spec.name} {spec.shape}")
-            same = (out.dtype, out.scale, out.zero_point) == (spec.dtype, spec.scale,
-                                                              spec.zero_point)
-            self._links.append((spec, out, same))
-        self._feeds: dict[str, np.ndarray] = {}
-        self.reset()
-
-    @property
-    def raw_state_feedback(self) -> bool:
-        """True when every state is fed back without requantisation."""
-        return all(same for _, _, same in self._links)
-
-    def reset(self) -> None:
-        """Zero the states (quantised zero for integer states)."""
-        for spec, _, _ in self._links:
-            self._feeds[spec.name] = quantise(np.zeros(spec.shape, np.float32), spec)
-
-    def step(self, features: np.ndarray) -> np.ndarray:
-        """``[shape=(nb_model_bins,)]`` -> masks ``[shape=(nb_model_bins, nb_sources)]``."""
-        self._feeds[self._frame.name] = quantise(features.reshape(self._frame.shape), self._frame)
-        out = self.backend.run(self._feeds)
-        for spec, src, same in self._links:
-            raw = out[src.name]
-            self._feeds[spec.name] = raw if same else quantise(dequantise(raw, src), spec)
-        masks = dequantise(out[self._masks.name], self._masks)
-        masks = masks.reshape(self.nb_model_bins, self.nb_sources)
-        return np.clip(np.nan_to_num(masks, nan=0.0), 0.0, 1.0)
+from edgesep.runtime.stepper import Stepper
 
 
 class Streamer:
     """Separate a stream one hop at a time; per-hop timing in :attr:`latency` (DSP + model)
     and :attr:`model_latency` (model alone). Memory does not grow with the stream length."""
 
-    def __init__(self, manifest: Manifest, backend: Backend,
-                 artefact: Artefact | None = None) -> None:
-        if artefact is None:
-            artefact = manifest.artefact(None, backend.format)
+    def __init__(self, manifest: Manifest, stepper: Stepper) -> None:
         self.manifest = manifest
         self.cfg = manifest.stft
         self.hop = self.cfg.hop
         self.sources = manifest.sources
-        self.estimator = MaskEstimator(manifest, artefact, backend)
+        self.stepper = stepper
         self._stft = StreamingStft(self.cfg)
         self._istfts = [StreamingIstft(self.cfg) for _ in self.sources]
         self._clean = np.zeros(self.hop, dtype=np.float64)
@@ -142,7 +58,7 @@ class Streamer:
         self._stft.reset()
         for ist in self._istfts:
             ist.reset()
-        self.estimator.reset()
+        self.stepper.reset()
 
     def process_chunk(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
         """``hop`` samples in -> ``{source: hop samples}`` out (delayed by the output delay).
@@ -159,9 +75,9 @@ class Streamer:
             np.copyto(self._clean, np.where(finite, chunk, 0.0))
             chunk = self._clean
         frame = self._stft.push(chunk)
-        features = magnitude_features(frame, self.estimator.nb_model_bins)
+        features = magnitude_features(frame, self.stepper.nb_model_bins)
         t1 = time.perf_counter_ns()
-        masks = self.estimator.step(features)
+        masks = self.stepper.step(features)
         self.model_latency.add(time.perf_counter_ns() - t1)
         spectra = expand_masks(masks, frame.shape[-1]).T * frame[None]
         out = {src: ist.push(spec)
@@ -201,13 +117,11 @@ def separate_file(
     return out
 
 
-def separate_offline(estimator: MaskEstimator, sources: tuple[str, ...], cfg,
+def separate_offline(stepper: Stepper, sources: tuple[str, ...], cfg,
                      audio: np.ndarray) -> dict[str, np.ndarray]:
     """The reference path: the same model over all frames of ``stft(audio)``, then ``istft``."""
     spec = stft(np.asarray(audio, dtype=np.float32), cfg)
-    feats = magnitude_features(spec, estimator.nb_model_bins)
-    estimator.reset()
-    masks = np.stack([estimator.step(f) for f in feats])
+    masks = stepper.run(magnitude_features(spec, stepper.nb_model_bins))
     est = apply_masks(spec, masks)
     return {src: istft(est[i], cfg, length=len(audio)) for i, src in enumerate(sources)}
 
@@ -232,23 +146,26 @@ def read_input(path: str | Path, sample_rate: int, strict: bool = False
     return audio.astype(np.float32, copy=False), notices
 
 
-def open_streamer(
-    model_dir: str | Path, precision: str | None = None, backend: str = "litert", threads: int = 1
-) -> Streamer:
+def open_streamer(model_dir: str | Path, precision: str | None = None,
+                  backend: str = "litert", threads: int = 1,
+                  run: str | Path | None = None) -> Streamer:
     """Load and check ``model_dir``'s manifest and open ``backend`` on the chosen artefact
-    (``keras``: the manifest's source run, the reference)."""
-    from edgesep.runtime.backends import BACKENDS, open_backend
-    from edgesep.runtime.manifest import load_manifest
+    (see :func:`edgesep.runtime.stepper.open_stepper`)."""
+    from edgesep.contract import load_manifest
+    from edgesep.runtime.stepper import open_stepper
 
     manifest = load_manifest(model_dir)
-    if backend not in BACKENDS:
-        raise EdgesepError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
-    fmt = BACKENDS[backend].format
-    artefact = manifest.artefact(precision, fmt or "tflite")
-    if fmt is None:
-        if not manifest.source_run:
-            raise EdgesepError(f"{model_dir}: manifest has no source_run for --backend keras")
-        model_path = manifest.source_run
-    else:
-        model_path = artefact.path
-    return Streamer(manifest, open_backend(backend, model_path, threads), artefact)
+    return Streamer(manifest, open_stepper(manifest, precision, backend, threads, run))
+
+
+#: Streamed vs offline output of the same exported model (float rounding only).
+STREAM_TOLERANCE = 1e-4
+
+
+def streaming_difference(streamer: Streamer, audio: np.ndarray) -> tuple[float, bool]:
+    """Largest ``|streamed - offline|`` over the sources for ``audio`` (the streamer against
+    :func:`separate_offline` with the same stepper), and whether the stream stayed finite."""
+    streamed = separate_file(streamer, audio)
+    offline = separate_offline(streamer.stepper, streamer.sources, streamer.cfg, audio)
+    diff = max(float(np.max(np.abs(streamed[s] - offline[s]))) for s in streamer.sources)
+    return diff, all(bool(np.isfinite(y).all()) for y in streamed.values())

@@ -1,0 +1,64 @@
+"""A training run directory: ``config.json`` (the resolved config), ``model.weights.h5`` (the
+best weights), checkpoints and logs (see :mod:`edgesep.train`). Reading the config needs no
+TensorFlow; rebuilding the model does (the ``[train]`` extra)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgesep.config import Config, read_saved_config
+from edgesep.errors import EdgesepError
+from edgesep.files import sha256_file
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+
+
+def is_run(path: str | os.PathLike) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def run_config(run_dir: str | os.PathLike) -> Config:
+    """The run's resolved config (no TensorFlow)."""
+    run_dir = Path(run_dir)
+    if not is_run(run_dir):
+        raise EdgesepError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    return read_saved_config(run_dir / CONFIG_FILE)
+
+
+def weights_path(run_dir: str | os.PathLike) -> Path:
+    weights = Path(run_dir) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise EdgesepError(f"{run_dir}: incomplete run, no {WEIGHTS_FILE} (did training finish?)")
+    return weights
+
+
+def weights_sha256(run_dir: str | os.PathLike) -> str:
+    return sha256_file(weights_path(run_dir))
+
+
+def load_run(run_dir: str | os.PathLike):
+    """Rebuild a trained model from its run directory: ``(model, Config)``; needs the
+    ``[train]`` extra (TensorFlow)."""
+    cfg = run_config(run_dir)
+    weights = weights_path(run_dir)
+    require_tensorflow("loading a trained run")
+    from edgesep.models import build_model
+
+    model = build_model(cfg)
+    try:
+        model.load_weights(str(weights))
+    except (OSError, ValueError) as exc:
+        raise EdgesepError(f"{weights}: cannot load weights ({exc})") from None
+    return model, cfg
+
+
+def require_tensorflow(what: str) -> None:
+    """Raise a one-line :class:`EdgesepError` when TensorFlow is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec(
+            "tf_keras") is None:
+        raise EdgesepError(f"{what} needs TensorFlow: pip install 'edgesep[train]' "
+                           "(the [runtime] extra runs exported models only)")

@@ -1,0 +1,162 @@
+"""The one frame stepper: run one frame of a streaming model, carry its states.
+
+Every path that runs a model frame by frame goes through :class:`Stepper`: the streamer,
+``bench``, ``validate``, the export's accuracy check and the int8 calibration (the Keras float
+model behind the same interface). So the accuracy a manifest records is measured by the code
+that ships.
+
+Float features in, float masks out, whatever the model's I/O types: the frame is quantised with
+its scale/zero point and the masks dequantised (:func:`quantise`/:func:`dequantise`, the only
+quantiser). A state output whose (dtype, scale, zero point) equals its receiving input's is fed
+back raw (exact for int8); otherwise it is dequantised and requantised.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgesep.contract import FRAME, MASKS, Artefact, Manifest, TensorSpec, check_model_io
+from edgesep.errors import EdgesepError
+from edgesep.runtime.backends import Backend
+
+
+def quantise(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Float -> the tensor's dtype (``round(x / scale) + zero_point``, saturated, float32)."""
+    if not spec.quantised:
+        return np.asarray(x, dtype=spec.dtype)
+    info = np.iinfo(spec.dtype)
+    q = np.round(np.asarray(x, np.float32) / np.float32(spec.scale)) + spec.zero_point
+    return np.clip(q, info.min, info.max).astype(spec.dtype)
+
+
+def dequantise(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """The tensor's dtype -> float32."""
+    if not spec.quantised:
+        return np.asarray(x, dtype=np.float32)
+    return (x.astype(np.float32) - np.float32(spec.zero_point)) * np.float32(spec.scale)
+
+
+class Stepper:
+    """A streaming model as a per-frame function ``features -> masks`` carrying its states.
+
+    ``inputs``/``outputs`` are the model's tensors (from the backend); build it with
+    :meth:`for_artefact` to check them against a manifest first. After each :meth:`step`,
+    :attr:`last_feeds` and :attr:`last_outputs` hold the raw tensors of that call (calibration
+    records them).
+    """
+
+    def __init__(self, backend: Backend, nb_sources: int,
+                 artefact: Artefact | None = None) -> None:
+        self.backend, self.artefact = backend, artefact
+        self.inputs, self.outputs = list(backend.inputs), list(backend.outputs)
+        frames = [t for t in self.inputs if t.role == FRAME]
+        masks = [t for t in self.outputs if t.role == MASKS]
+        if len(frames) != 1 or len(masks) != 1:
+            raise EdgesepError("a streaming model needs one 'frame' input and one 'masks' output")
+        self._frame, self._masks = frames[0], masks[0]
+        self.nb_model_bins = int(np.prod(self._frame.shape))
+        self.nb_sources = nb_sources
+        if int(np.prod(self._masks.shape)) != self.nb_model_bins * nb_sources:
+            raise EdgesepError(f"masks output {self._masks.shape} does not hold "
+                               f"{self.nb_model_bins} bins x {nb_sources} sources")
+        outputs = {t.name: t for t in self.outputs}
+        self._links: list[tuple[TensorSpec, TensorSpec, bool]] = []
+        for spec in (t for t in self.inputs if t.role == "state"):
+            out = outputs.get(spec.feeds_from)
+            if out is None or out.shape != spec.shape:
+                raise EdgesepError(f"state input {spec.name} has no matching output "
+                                   f"{spec.feeds_from}")
+            same = (out.dtype, out.scale, out.zero_point) == (spec.dtype, spec.scale,
+                                                              spec.zero_point)
+            self._links.append((spec, out, same))
+        self.last_feeds: dict[str, np.ndarray] = {}
+        self.last_outputs: dict[str, np.ndarray] = {}
+        self.reset()
+
+    @classmethod
+    def for_artefact(cls, artefact: Artefact, backend: Backend, nb_sources: int) -> Stepper:
+        """A stepper on ``backend`` after checking its tensors against the manifest's."""
+        if backend.format is not None:  # the keras reference computes in float32
+            check_model_io(artefact, backend.inputs, backend.outputs)
+        else:
+            floats = [(t.name, t.shape) for t in artefact.inputs + artefact.outputs]
+            have = [(t.name, t.shape) for t in backend.inputs + backend.outputs]
+            if sorted(floats) != sorted(have):
+                raise EdgesepError(f"the reference model's tensors {sorted(have)} differ from "
+                                   f"artefact {artefact.key}'s {sorted(floats)}")
+        return cls(backend, nb_sources, artefact)
+
+    @property
+    def raw_state_feedback(self) -> bool:
+        """True when every state is fed back without requantisation."""
+        return all(same for _, _, same in self._links)
+
+    @property
+    def nb_states(self) -> int:
+        return len(self._links)
+
+    def reset(self) -> None:
+        """Zero the states (the quantised zero for integer states)."""
+        self._feeds = {spec.name: quantise(np.zeros(spec.shape, np.float32), spec)
+                       for spec, _, _ in self._links}
+
+    def step(self, features: np.ndarray) -> np.ndarray:
+        """``[shape=(nb_model_bins,)]`` -> masks ``[shape=(nb_model_bins, nb_sources)]``."""
+        feeds = self._feeds
+        feeds[self._frame.name] = quantise(np.reshape(features, self._frame.shape), self._frame)
+        out = self.backend.run(feeds)
+        self.last_feeds, self.last_outputs = dict(feeds), out
+        for spec, src, same in self._links:
+            raw = out[src.name]
+            feeds[spec.name] = raw if same else quantise(dequantise(raw, src), spec)
+        masks = dequantise(out[self._masks.name], self._masks)
+        masks = masks.reshape(self.nb_model_bins, self.nb_sources)
+        return np.clip(np.nan_to_num(masks, nan=0.0), 0.0, 1.0)
+
+    def run(self, features: np.ndarray) -> np.ndarray:
+        """Masks of every frame of ``features [shape=(nb_frames, nb_model_bins)]`` from zero
+        states: ``[shape=(nb_frames, nb_model_bins, nb_sources)]``."""
+        self.reset()
+        return np.stack([self.step(f) for f in features])
+
+
+def open_stepper(manifest: Manifest, precision: str | None = None, backend: str = "litert",
+                 threads: int = 1, run: str | os.PathLike | None = None) -> Stepper:
+    """A stepper on ``manifest``'s artefact for ``precision`` run by ``backend``.
+
+    The model is loaded from the bytes checked against the manifest. ``backend="keras"`` runs
+    the float reference instead: the training run ``run`` or, when not given, the manifest's
+    ``source_run`` resolved against the export folder; either must match the manifest's config
+    (and its weights' SHA-256, when recorded). Needs the ``[train]`` extra.
+    """
+    from edgesep.contract import read_artefact
+    from edgesep.runtime.backends import backend_class, backend_format
+
+    fmt = backend_format(backend)
+    artefact = manifest.artefact(precision, fmt or "tflite")
+    if fmt is None:
+        run_dir = Path(run) if run is not None else manifest.source_run_path()
+        _check_reference_run(manifest, run_dir)
+        model = backend_class(backend)(run_dir, threads)
+    else:
+        model = backend_class(backend)(read_artefact(artefact), threads)
+    return Stepper.for_artefact(artefact, model, len(manifest.sources))
+
+
+def _check_reference_run(manifest: Manifest, run_dir: Path) -> None:
+    from edgesep.runs import run_config, weights_sha256
+
+    if not run_dir.is_dir():
+        raise EdgesepError(f"{run_dir}: the reference run does not exist (--run RUN gives it)")
+    cfg = run_config(run_dir).to_dict()
+    if {k: cfg.get(k) for k in ("stft", "model")} != {k: manifest.config.get(k)
+                                                      for k in ("stft", "model")}:
+        raise EdgesepError(f"{run_dir}: this run's config differs from the one "
+                           f"{manifest.directory} was exported from")
+    expected = manifest.source_run_weights_sha256
+    if expected and weights_sha256(run_dir) != expected:
+        raise EdgesepError(f"{run_dir}: its weights are not the ones {manifest.directory} was "
+                           "exported from (SHA-256 differs)")
