@@ -43,6 +43,21 @@ def write_json_atomic(path: str | os.PathLike, data) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False))
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise :class:`EdgesepError` now if ``path`` could not be written later (its folder
+    missing and not creatable, not writable, or the path a folder)."""
+    from edgesep.errors import EdgesepError
+
+    path = Path(path)
+    if path.is_dir():
+        raise EdgesepError(f"{path}: is a folder, a file path is needed")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise EdgesepError(f"{path}: cannot write there ({folder} is not a writable folder)")
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

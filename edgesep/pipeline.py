@@ -200,7 +200,8 @@ class Pipeline:
         jobs = [(self.export_dir, "float32", "litert", "desktop"),
                 (self.export_dir, "float32", "onnxruntime", "desktop"),
                 (self.pruned_dir, "int8", "litert", "desktop")]
-        jobs += [(self.export_dir, "int8", "litert", t) for t in gate.TARGETS]
+        jobs += [(self.export_dir, "int8", "litert", t) for t in gate.targets.TARGETS
+                 if gate.targets.check_here(gate.targets.TARGETS[t]) is None]
         for export, precision, backend, target in jobs:
             report = gate.validate(export, self.run_dir, clips, target=target,
                                    precision=precision, backend=backend, max_sdr_drop=0.5)
