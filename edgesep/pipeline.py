@@ -9,7 +9,6 @@ stage raises :class:`EdgesepError` naming the stage, and earlier stages' outputs
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import traceback
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from edgesep.config import Config, load_config
 from edgesep.errors import EdgesepError
-from edgesep.files import write_json_atomic
+from edgesep.files import sha256_bytes, sha256_file, write_json_atomic
 
 log = logging.getLogger("edgesep.pipeline")
 
@@ -32,16 +31,12 @@ NB_TEST_CLIPS = 3
 
 
 def digest(path: Path) -> str:
-    """SHA-256 of a file, or of a directory's files (relative names and contents)."""
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode())
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    """SHA-256 of a file, or of a directory's files (their relative names and SHA-256s)."""
+    if not path.is_dir():
+        return sha256_file(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return sha256_bytes("".join(f"{f.relative_to(path)}:{sha256_file(f)}\n"
+                                for f in files).encode())
 
 
 class Pipeline:
@@ -97,7 +92,7 @@ class Pipeline:
         checksums = {str(p.relative_to(self.out)): digest(p) for p in outputs}
         record = {"stage": name, "outputs": checksums, "upstream": self._upstream,
                   "summary": summary}
-        record["digest"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+        record["digest"] = sha256_bytes(json.dumps(record, sort_keys=True).encode())
         write_json_atomic(record_path, record)
         self._upstream = record["digest"]
         return summary
