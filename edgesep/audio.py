@@ -7,10 +7,12 @@ Audio inside edgesep is float32 in [-1, 1], shape ``(nb_samples,)`` for mono or
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import tempfile
+import secrets
 import warnings
+from collections.abc import Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
 
@@ -54,27 +56,11 @@ def read_audio(
         is picked, else ``[shape=(nb_samples, nb_channels)]``.
     """
     path = Path(path)
-    if not path.exists():
-        raise EdgesepError(f"{path}: no such file")
-    if path.is_dir():
-        raise EdgesepError(f"{path}: is a directory, expected an audio file")
-    if path.stat().st_size == 0:
-        raise EdgesepError(f"{path}: empty file (0 bytes)")
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise EdgesepError(f"{path}: not a readable audio file ({_short(exc)})") from None
+    info = probe_audio(path)
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise EdgesepError(f"{path}: corrupt or truncated audio ({_short(exc)})") from None
-    # libsndfile shortens a cut WAV/AIFF to the bytes present and only notes it in extra_info
-    truncated = re.search(r"^data\s*:\s*(\d+) \(should be (\d+)\)", info.extra_info, re.M)
-    if truncated and int(truncated[2]) < int(truncated[1]):
-        raise EdgesepError(
-            f"{path}: truncated file: header says {truncated[1]} data bytes, "
-            f"found {truncated[2]}"
-        )
     if info.frames > 0 and audio.shape[0] < info.frames:
         raise EdgesepError(
             f"{path}: truncated file: header says {info.frames} samples, read {audio.shape[0]}"
@@ -93,6 +79,31 @@ def read_audio(
         audio = resample(audio, rate, sample_rate)
         rate = sample_rate
     return audio.astype(np.float32, copy=False), int(rate)
+
+
+def probe_audio(path: str | os.PathLike) -> sf._SoundFileInfo:
+    """``soundfile.info`` of a file after the checks every reader makes: it exists, is a
+    non-empty file soundfile reads, and its header does not promise more data than is there.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise EdgesepError(f"{path}: no such file")
+    if path.is_dir():
+        raise EdgesepError(f"{path}: is a directory, expected an audio file")
+    if path.stat().st_size == 0:
+        raise EdgesepError(f"{path}: empty file (0 bytes)")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise EdgesepError(f"{path}: not a readable audio file ({_short(exc)})") from None
+    # libsndfile shortens a cut WAV/AIFF to the bytes present and only notes it in extra_info
+    truncated = re.search(r"^data\s*:\s*(\d+) \(should be (\d+)\)", info.extra_info, re.M)
+    if truncated and int(truncated[2]) < int(truncated[1]):
+        raise EdgesepError(
+            f"{path}: truncated file: header says {truncated[1]} data bytes, "
+            f"found {truncated[2]}"
+        )
+    return info
 
 
 def check_audio(audio: np.ndarray, sample_rate: int, name: str = "audio") -> None:
@@ -140,19 +151,212 @@ def write_audio(
     audio = np.asarray(audio, dtype=np.float32)
     if not np.isfinite(audio).all():
         raise EdgesepError(f"{path}: refusing to write NaN or infinite samples")
-    fmt = path.suffix.lstrip(".").upper()
-    if fmt not in sf.available_formats():
-        raise EdgesepError(f"{path}: unknown audio format {path.suffix!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, format=fmt, subtype=subtype)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    channels = 1 if audio.ndim == 1 else audio.shape[1]
+    with AudioBlockWriter({path.name: path}, sample_rate, channels, subtype) as writer:
+        writer.write({path.name: audio})
     return path
+
+
+#: Frames read per block by :class:`AudioBlockReader` (2 s at 16 kHz).
+BLOCK_FRAMES = 1 << 15
+
+
+class AudioBlockReader:
+    """Read a file block by block as mono float32 at ``sample_rate``; memory per block is
+    bounded by ``block_frames`` whatever the file's length.
+
+    Opening checks the file like :func:`read_audio` (missing, empty, unreadable, truncated
+    header, unsupported rate, no samples); reading raises :class:`EdgesepError` if the data
+    turns out corrupt or shorter than the header says. Channels are averaged per block. Another
+    rate is resampled by one stateful ``soxr.ResampleStream`` (the concatenated blocks equal
+    ``soxr.resample`` of the whole file), or refused when ``strict``. Non-finite samples pass
+    through unless resampled (the resampler would smear them): then they are zeroed first and
+    counted in :attr:`nonfinite_samples`. Clipping warns (:class:`ClippingWarning`) at the end.
+
+    Attributes:
+        notices: one line per change made to the input (downmix, resampling).
+        nb_samples: the length at ``sample_rate`` that the header promises: the concatenated
+            blocks are ``[shape=(nb_samples,)]``.
+
+    Example::
+
+        with AudioBlockReader("talk.flac", 16000) as reader:
+            for block in reader:  # [shape=(<= about block_frames * ratio,)]
+                ...
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int, strict: bool = False,
+                 block_frames: int = BLOCK_FRAMES) -> None:
+        if block_frames < 1:
+            raise EdgesepError(f"block_frames must be at least 1, got {block_frames}")
+        self.path = Path(path)
+        self.sample_rate = int(sample_rate)
+        self.block_frames = int(block_frames)
+        info = probe_audio(self.path)
+        self.file_rate, self.channels = int(info.samplerate), int(info.channels)
+        self.frames = int(info.frames)
+        name = str(self.path)
+        if not MIN_SAMPLE_RATE <= self.file_rate <= MAX_SAMPLE_RATE:
+            raise EdgesepError(f"{name}: unsupported sample rate {self.file_rate} Hz "
+                               f"(expected {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz)")
+        if self.frames <= 0:
+            raise EdgesepError(f"{name}: zero-length audio (no samples)")
+        self.notices: list[str] = []
+        if self.channels > 1:
+            self.notices.append(f"{name}: {self.channels} channels downmixed to mono")
+        self._resampler = None
+        if self.file_rate != self.sample_rate:
+            if strict:
+                raise EdgesepError(
+                    f"{name}: sample rate {self.file_rate} Hz, the model expects "
+                    f"{self.sample_rate} Hz (--strict refuses to resample)"
+                )
+            import soxr
+
+            self._resampler = soxr.ResampleStream(self.file_rate, self.sample_rate, 1,
+                                                  dtype="float32")
+            self.notices.append(f"{name}: resampled {self.file_rate} Hz -> {self.sample_rate} Hz")
+        self.nb_samples = resampled_length(self.frames, self.file_rate, self.sample_rate)
+        self.nonfinite_samples = 0
+        self.clipped_samples = 0
+        self.frames_read = 0
+        try:
+            self._file = sf.SoundFile(name)
+        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+            raise EdgesepError(f"{name}: not a readable audio file ({_short(exc)})") from None
+
+    def __enter__(self) -> AudioBlockReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Yield mono float32 blocks ``[shape=(nb,)]``; each is a new array."""
+        name = str(self.path)
+        buffer = np.empty((self.block_frames, self.channels), dtype=np.float32)
+        while True:
+            try:
+                data = self._file.read(self.block_frames, dtype="float32", always_2d=True,
+                                       out=buffer)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise EdgesepError(f"{name}: corrupt or truncated audio ({_short(exc)})") from None
+            last = len(data) < self.block_frames
+            if len(data):
+                self.frames_read += len(data)
+                self.clipped_samples += int(np.count_nonzero(np.abs(data) >= CLIP_LEVEL))
+                block = data.mean(axis=1) if self.channels > 1 else data[:, 0].copy()
+            else:
+                block = np.zeros(0, dtype=np.float32)
+            if last and self.frames_read < self.frames:
+                raise EdgesepError(f"{name}: truncated file: header says {self.frames} samples, "
+                                   f"read {self.frames_read}")
+            if self._resampler is not None:
+                finite = np.isfinite(block)
+                if not finite.all():
+                    self.nonfinite_samples += int(block.size - finite.sum())
+                    block[~finite] = 0.0
+                block = self._resampler.resample_chunk(block, last=last)
+            if len(block):
+                yield block.astype(np.float32, copy=False)
+            if last:
+                break
+        clipped = self.clipped_samples / max(1, self.frames_read * self.channels)
+        if clipped >= CLIP_FRACTION_WARN:
+            warnings.warn(f"{name}: {100 * clipped:.2f}% of samples are clipped",
+                          ClippingWarning, stacklevel=2)
+
+
+def resampled_length(nb_samples: int, orig_rate: int, target_rate: int) -> int:
+    """Length of ``nb_samples`` resampled by soxr (streamed or whole): rounded to nearest."""
+    return int(Fraction(int(nb_samples) * int(target_rate), int(orig_rate)) + Fraction(1, 2))
+
+
+class AudioBlockWriter:
+    """Write one file per key, block by block; each goes to a temporary name beside its
+    target (``.tmp-<name>.<random>``, usual permissions: 0666 less the umask) and is renamed
+    into place only by :meth:`commit`. :meth:`abort` (or leaving the ``with`` block on an
+    exception) deletes the temporaries, so a crash never leaves a file under a target name.
+
+    Samples are clipped to [-1, 1]; NaN/inf are refused. Format by extension (WAV/FLAC/OGG),
+    soundfile's default subtype unless ``subtype`` is given.
+    """
+
+    def __init__(self, paths: Mapping[str, str | os.PathLike], sample_rate: int,
+                 channels: int = 1, subtype: str | None = None) -> None:
+        self.paths = {key: Path(p) for key, p in paths.items()}
+        formats = {}
+        for key, path in self.paths.items():
+            fmt = path.suffix.lstrip(".").upper()
+            if fmt not in sf.available_formats():
+                raise EdgesepError(f"{path}: unknown audio format {path.suffix!r}")
+            formats[key] = fmt
+        self._tmp: dict[str, Path] = {}
+        self._files: dict[str, sf.SoundFile] = {}
+        try:
+            for key, path in self.paths.items():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, self._tmp[key] = _create_temp(path)
+                self._files[key] = sf.SoundFile(fd, "w", samplerate=int(sample_rate),
+                                                channels=channels, format=formats[key],
+                                                subtype=subtype)
+        except BaseException:
+            self.abort()
+            raise
+
+    def __enter__(self) -> AudioBlockWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def write(self, blocks: Mapping[str, np.ndarray]) -> None:
+        """Append one block per key (``[shape=(nb,)]`` or ``[shape=(nb, nb_channels)]``)."""
+        for key, block in blocks.items():
+            block = np.asarray(block, dtype=np.float32)
+            if not np.isfinite(block).all():
+                raise EdgesepError(f"{self.paths[key]}: refusing to write NaN or infinite "
+                                   "samples")
+            self._files[key].write(np.clip(block, -1.0, 1.0))
+
+    def commit(self) -> dict[str, Path]:
+        """Finish every file and rename it into place; returns ``{key: path}``."""
+        try:
+            for f in self._files.values():
+                f.close()
+            for key, tmp in list(self._tmp.items()):
+                os.replace(tmp, self.paths[key])
+                del self._tmp[key]
+        except BaseException:
+            self.abort()
+            raise
+        return dict(self.paths)
+
+    def abort(self) -> None:
+        """Close and delete every temporary file not yet renamed."""
+        for f in self._files.values():
+            with contextlib.suppress(Exception):  # the file is deleted next anyway
+                f.close()
+        for tmp in self._tmp.values():
+            tmp.unlink(missing_ok=True)
+        self._tmp.clear()
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """Create a new empty file beside ``path``; the kernel applies the umask to 0666."""
+    for _ in range(100):
+        tmp = path.with_name(f".tmp-{path.name}.{secrets.token_hex(4)}")
+        try:
+            return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise EdgesepError(f"{path}: could not create a temporary file beside it")
 
 
 def _short(exc: Exception) -> str:

@@ -33,8 +33,18 @@ def user_errors(func):
             return func(*args, **kwargs)
         except EdgesepError as exc:
             raise UserError(str(exc)) from None
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in TRAIN_MODULES:
+                raise
+            raise UserError(f"this command needs {exc.name}: pip install 'edgesep[train]' "
+                            "(the [runtime] extra runs exported models only)") from None
 
     return wrapper
+
+
+#: Modules of the ``[train]`` extra: a command that needs them says so in one line.
+TRAIN_MODULES = {"tensorflow", "tf_keras", "tensorflow_model_optimization", "tf2onnx", "onnx",
+                 "matplotlib"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,6 +57,25 @@ def cli(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr
     )
 
+
+class FiniteFloat(click.ParamType):
+    """A finite float >= 0 (``nan`` and ``inf`` would switch a gate off or poison the JSON)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number < 0:
+            self.fail(f"{value!r} must be a finite number >= 0", param, ctx)
+        return number
+
+
+FINITE = FiniteFloat()
 
 DATA_OPTION = click.option(
     "--data",
@@ -144,7 +173,7 @@ def evaluate(run, oracles, data_spec, split, limit, config_name, csv_path):
         raise EdgesepError("nothing to evaluate: give a RUN and/or --oracle irm|mixture")
     if run:
         from edgesep.inference import keras_separator
-        from edgesep.train import load_run
+        from edgesep.runs import load_run
 
         model, cfg = load_run(run)
         oracles = oracles or ("irm", "mixture")
@@ -217,8 +246,8 @@ def stream(model_dir, inputs, out_dir, fmt, precision, backend, threads, strict,
 
     from tqdm import tqdm
 
-    from edgesep.audio import write_audio
-    from edgesep.runtime.stream import open_streamer, read_input, separate_file
+    from edgesep.runtime.stream import open_streamer
+    from edgesep.runtime.stream_files import stream_file
 
     streamer = open_streamer(model_dir, precision, backend, threads)
     if live:
@@ -231,20 +260,22 @@ def stream(model_dir, inputs, out_dir, fmt, precision, backend, threads, strict,
         return
     if not inputs or not out_dir:
         raise EdgesepError("give --input FILE and --output DIR (or --live)")
-    rate = streamer.cfg.sample_rate
+    nonfinite = 0
     for path in inputs:
-        audio, notices = read_input(path, rate, strict)
-        for note in notices:
-            click.echo(f"notice: {note}", err=True)
-        with tqdm(total=len(audio), unit="sample", unit_scale=True, desc=Path(path).name,
-                  leave=False, disable=None) as bar:
-            outs = separate_file(streamer, audio, progress=bar.update)
         target = Path(out_dir) / Path(path).stem
-        for src, y in outs.items():
-            write_audio(target / f"{src}.{fmt}", y, rate)
+        with tqdm(unit="sample", unit_scale=True, desc=Path(path).name, leave=False,
+                  disable=None) as bar:
+
+            def start(summary, bar=bar):
+                for note in summary["notices"]:
+                    click.echo(f"notice: {note}", err=True)
+                bar.reset(total=summary["samples"])
+
+            summary = stream_file(streamer, path, target, fmt, strict, progress=bar.update,
+                                  on_start=start)
+        nonfinite += summary["nonfinite_samples"]
         click.echo(f"{path} -> {target}/")
-    extra = f", {streamer.nonfinite_samples} NaN/inf samples zeroed" \
-        if streamer.nonfinite_samples else ""
+    extra = f", {nonfinite} NaN/inf samples zeroed" if nonfinite else ""
     click.echo(f"latency (DSP + model, {backend}): {streamer.latency.line()}{extra}")
 
 
@@ -293,20 +324,11 @@ def info(target: str, as_json: bool) -> None:
     from pathlib import Path
 
     from edgesep.config import load_config, read_saved_config
+    from edgesep.contract import MANIFEST_NAME, load_manifest, manifest_summary
 
     path = Path(target)
-    if (path / "manifest.json").is_file():
-        try:
-            manifest = json.loads((path / "manifest.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise EdgesepError(f"{path / 'manifest.json'}: cannot read ({exc})") from None
-        keys = ("parameters", "macs_per_frame", "nb_model_bins", "stft",
-                "algorithmic_latency_samples", "algorithmic_latency_ms", "source_run")
-        figures = {k: manifest.get(k) for k in keys}
-        figures["artefacts"] = {
-            name: {k: a.get(k) for k in ("file", "precision", "bytes")}
-            for name, a in manifest.get("artefacts", {}).items()
-        }
+    if (path / MANIFEST_NAME).exists():
+        figures = manifest_summary(load_manifest(path))
     else:
         if path.is_dir():
             if not (path / "config.json").is_file():
@@ -353,18 +375,14 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
 
     Example: edgesep export runs/edge1 --int8 --onnx --out build/edge1
     """
-    import json
-
+    from edgesep.contract import load_manifest
     from edgesep.export import export_run
-    from edgesep.export.manifest import accuracy_table
+    from edgesep.export.accuracy import accuracy_table
 
     path = export_run(run_dir, out_dir, int8=int8, fp16=fp16, int16x8=int16x8, dynamic=dynamic,
                       onnx=onnx, prune=prune, structured=structured, calib_data=calib_data,
                       calib_frames=calib_frames, force=force, prune_steps=prune_steps)
-    manifest = json.loads(path.read_text())
-    click.echo(accuracy_table(manifest))
-    for key, reason in manifest.get("failed", {}).items():
-        click.echo(f"warning: {key} not exported: {reason}", err=True)
+    click.echo(accuracy_table(load_manifest(path)))
     click.echo(f"wrote {path}")
 
 
@@ -376,15 +394,18 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="val",
               show_default=True)
 @click.option("--limit", type=int, default=None, help="Validate on at most N clips.")
-@click.option("--max-sdr-drop", type=float, default=0.3, show_default=True,
+@click.option("--max-sdr-drop", type=FINITE, default=0.3, show_default=True,
               help="Largest allowed SDR drop (dB) of the export against the reference.")
-@click.option("--max-p99-ms", type=float, default=None,
-              help="Largest allowed per-hop p99 latency on the target (ms, scaled).")
+@click.option("--max-p99-ms", type=FINITE, default=None,
+              help="Largest allowed per-hop p99 latency on the target (ms).")
 @click.option("--target", type=click.Choice(["desktop", "rpi4", "rpi5"]), default="desktop",
-              show_default=True, help="Latency profile (its assumptions are in the report).")
-@click.option("--hop-budget", type=click.FloatRange(min=0, min_open=True), default=None,
+              show_default=True, help="Where the export runs: its latency is measured there "
+              "(validate must run on that machine), against its share of the hop.")
+@click.option("--hop-budget", type=FINITE, default=None,
               help="Share of the hop the separator may use, overriding the target's (e.g. 0.8 "
               "on a loaded CI runner; above 1 accepts slower than real time).")
+@click.option("--no-latency", is_flag=True,
+              help="Gate accuracy and streaming only (e.g. for a target this machine is not).")
 @PRECISION_OPTION
 @BACKEND_OPTION
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write a JSON report.")
@@ -394,24 +415,34 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
               help="Write a Markdown report.")
 @user_errors
 def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p99_ms, target,
-             hop_budget, precision, backend, json_path, junit_path, md_path):
-    """Gate an export on accuracy drop and latency: exit 0 pass, 1 regression, 2 usage error.
+             hop_budget, no_latency, precision, backend, json_path, junit_path, md_path):
+    """Gate an export on accuracy drop and latency: exit 0 pass, 1 regression, 2 usage error,
+    3 internal error.
 
     \b
     Example: edgesep validate build/edge1 --reference runs/edge1 --data mir1k:/data/MIR-1K \\
                  --max-sdr-drop 0.3 --target rpi5 --json report.json --junit junit.xml
     """
     from edgesep import validate as gate
+    from edgesep.contract import load_manifest
     from edgesep.data import load_clips
-    from edgesep.runtime import load_manifest
+    from edgesep.files import check_writable
 
+    for path in (json_path, junit_path, md_path):
+        if path:
+            check_writable(path)
+    if data_spec is not None and not data_spec.strip():
+        raise EdgesepError("--data is empty: give synthetic, mir1k:PATH or mixtures:PATH")
+    if limit is not None and limit < 1:
+        raise EdgesepError(f"--limit must be at least 1, got {limit}")
     manifest = load_manifest(export_dir)
-    spec = data_spec or manifest.raw.get("config", {}).get("train", {}).get("data", "synthetic")
+    spec = data_spec or manifest.config.get("train", {}).get("data", "synthetic")
     clips = load_clips(spec, split, sample_rate=manifest.stft.sample_rate, limit=limit)
     click.echo(f"validating on {len(clips)} {split} clips from {spec}", err=True)
     report = gate.validate(export_dir, reference, clips, target=target, precision=precision,
                            backend=backend, max_sdr_drop=max_sdr_drop, max_p99_ms=max_p99_ms,
-                           hop_budget=hop_budget)
+                           hop_budget=hop_budget, latency=not no_latency,
+                           progress=lambda msg: click.echo(f"validate: {msg}", err=True))
     click.echo(gate.markdown(report))
     if json_path:
         gate.write_json(report, json_path)
@@ -451,8 +482,61 @@ def pipeline(out_dir, data_spec, config_name, steps, prune):
     click.echo(f"report: {report} (and {report.with_suffix('.md')})")
 
 
+@cli.command()
+@click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to create with the C sources, contract header and README.")
+@click.option("--precision", default="int8", show_default=True,
+              help="TFLite artefact of the manifest to convert (int8, float32, int16x8, ...).")
+@click.option("--name", "prefix", default="edgesep", show_default=True,
+              help="Prefix of the file names, C functions and macros (a C identifier).")
+@click.option("--data", "data_spec", default="synthetic", show_default=True,
+              help="Audio for the TFLite Micro vs ai-edge-litert check: synthetic, "
+              "mir1k:PATH or mixtures:PATH.")
+@click.option("--frames", type=click.IntRange(min=0), default=500, show_default=True,
+              help="Frames of that audio run through both interpreters (0: no check).")
+@click.option("--force", is_flag=True, help="Replace an existing --out folder.")
+@user_errors
+def firmware(export_dir, out_dir, precision, prefix, data_spec, frames, force):
+    """Turn an export into a C99 folder a device build compiles: model array, frame contract,
+    reference framer, TensorFlow Lite Micro glue, README with the memory table.
+
+    Needs the [firmware] extra (tflite-micro); arm-none-eabi-gcc on the PATH adds the
+    Cortex-M4F code size.
+
+    Example: edgesep firmware build/edge1 --out build/edge1-fw --name edge1
+    """
+    from edgesep.firmware_bridge import build_firmware
+    from edgesep.firmware_bridge.emit import memory_table
+
+    result = build_firmware(export_dir, out_dir, precision=precision, name=prefix,
+                            force=force, data=data_spec, frames=frames)
+    s = result.summary
+    click.echo(f"ops ({s['nodes']} nodes): {', '.join(s['ops'])}")
+    parity = s["parity"]
+    if parity:
+        lite, ref = parity["litert"], parity["litert_reference"]
+        click.echo(f"TFLite Micro vs ai-edge-litert over {lite['frames']} frames of "
+                   f"{parity['data']}: {lite['mask_mismatches']}/{lite['mask_elements']} mask "
+                   f"values differ (max {lite['mask_max_diff']:g} LSB); vs its reference "
+                   f"kernels: {'bit-exact' if ref['bit_exact'] else 'differs'}")
+    for what, nb_bytes, _how in memory_table(result.spec):
+        click.echo(f"{what:40s} {nb_bytes:>12s}")
+    click.echo(f"wrote {result.out_dir}")
+
+
 def main() -> None:
-    cli(prog_name="edgesep")
+    """Run the CLI; an unexpected exception is a bug: its traceback, then exit 3 (so CI tells
+    it from a regression, 1, and a usage error, 2)."""
+    try:
+        cli(prog_name="edgesep")
+    except Exception:  # noqa: BLE001 - the last line of defence
+        import traceback
+
+        traceback.print_exc()
+        click.echo("Error: internal error (a bug in edgesep: please report the traceback above)",
+                   err=True)
+        sys.exit(3)
 
 
 if __name__ == "__main__":
