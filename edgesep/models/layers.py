@@ -201,11 +201,14 @@ class PooledBranch(keras.layers.Layer):
         axis = [2] if self.axes == "freq" else [1, 2]
         pooled = self.block(tf.reduce_mean(inputs, axis=axis, keepdims=True), training=training)
         if inputs.shape[2] is not None and (self.axes == "freq" or inputs.shape[1] is not None):
-            # Broadcast back by tiling, not by adding ``zeros_like(inputs)``: the converter
-            # gives that zero constant a quantisation scale of 0, and TFLite's int16x8 ADD
-            # then aborts the interpreter in Prepare (1 / scale). Same numbers, no weights.
+            # Broadcast back by nearest-neighbour upsampling (the decoders' UpSampling2D op,
+            # RESIZE_NEAREST_NEIGHBOR): a copy, so the same numbers and no weights. Not by
+            # adding ``zeros_like(inputs)`` (the converter gives that zero constant a
+            # quantisation scale of 0, and TFLite's int16x8 ADD then aborts in Prepare), and
+            # not by TILE, which TensorFlow Lite Micro has no kernel for.
             time = 1 if self.axes == "freq" else int(inputs.shape[1])
-            return tf.tile(pooled, [1, time, int(inputs.shape[2]), 1])
+            return keras.backend.resize_images(pooled, time, int(inputs.shape[2]),
+                                               "channels_last", interpolation="nearest")
         return pooled + tf.zeros_like(inputs[..., :1])
 
     def get_config(self):
