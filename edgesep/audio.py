@@ -173,10 +173,14 @@ class AudioBlockReader:
     through unless resampled (the resampler would smear them): then they are zeroed first and
     counted in :attr:`nonfinite_samples`. Clipping warns (:class:`ClippingWarning`) at the end.
 
+    ``start`` and ``duration`` (seconds of the file) read only that part: the reader seeks
+    to ``start`` and stops ``duration`` later (or at the end of the file).
+
     Attributes:
         notices: one line per change made to the input (downmix, resampling).
-        nb_samples: the length at ``sample_rate`` that the header promises: the concatenated
-            blocks are ``[shape=(nb_samples,)]``.
+        nb_samples: the length at ``sample_rate`` that the header promises for the part read:
+            the concatenated blocks are ``[shape=(nb_samples,)]``.
+        start_frame, end_frame: the part of the file read, in the file's frames.
 
     Example::
 
@@ -186,9 +190,15 @@ class AudioBlockReader:
     """
 
     def __init__(self, path: str | os.PathLike, sample_rate: int, strict: bool = False,
-                 block_frames: int = BLOCK_FRAMES) -> None:
+                 block_frames: int = BLOCK_FRAMES, start: float = 0.0,
+                 duration: float | None = None) -> None:
         if block_frames < 1:
             raise EdgesepError(f"block_frames must be at least 1, got {block_frames}")
+        if not (np.isfinite(start) and start >= 0):
+            raise EdgesepError(f"--start must be a finite number of seconds >= 0, got {start}")
+        if duration is not None and not (np.isfinite(duration) and duration > 0):
+            raise EdgesepError(f"--duration must be a finite number of seconds > 0, "
+                               f"got {duration}")
         self.path = Path(path)
         self.sample_rate = int(sample_rate)
         self.block_frames = int(block_frames)
@@ -201,6 +211,14 @@ class AudioBlockReader:
                                f"(expected {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz)")
         if self.frames <= 0:
             raise EdgesepError(f"{name}: zero-length audio (no samples)")
+        self.start_frame = round(start * self.file_rate)
+        if self.start_frame >= self.frames:
+            raise EdgesepError(f"{name}: --start {start:g} s is at or past the end of the file "
+                               f"({self.frames / self.file_rate:g} s)")
+        self.end_frame = self.frames
+        if duration is not None:
+            self.end_frame = min(self.frames,
+                                 self.start_frame + max(1, round(duration * self.file_rate)))
         self.notices: list[str] = []
         if self.channels > 1:
             self.notices.append(f"{name}: {self.channels} channels downmixed to mono")
@@ -216,7 +234,8 @@ class AudioBlockReader:
             self._resampler = soxr.ResampleStream(self.file_rate, self.sample_rate, 1,
                                                   dtype="float32")
             self.notices.append(f"{name}: resampled {self.file_rate} Hz -> {self.sample_rate} Hz")
-        self.nb_samples = resampled_length(self.frames, self.file_rate, self.sample_rate)
+        self.nb_samples = resampled_length(self.end_frame - self.start_frame, self.file_rate,
+                                           self.sample_rate)
         self.nonfinite_samples = 0
         self.clipped_samples = 0
         self.frames_read = 0
@@ -224,6 +243,13 @@ class AudioBlockReader:
             self._file = sf.SoundFile(name)
         except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
             raise EdgesepError(f"{name}: not a readable audio file ({_short(exc)})") from None
+        if self.start_frame:
+            try:
+                self._file.seek(self.start_frame)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                self._file.close()
+                raise EdgesepError(f"{name}: cannot seek to --start {start:g} s "
+                                   f"({_short(exc)})") from None
 
     def __enter__(self) -> AudioBlockReader:
         return self
@@ -238,22 +264,24 @@ class AudioBlockReader:
         """Yield mono float32 blocks ``[shape=(nb,)]``; each is a new array."""
         name = str(self.path)
         buffer = np.empty((self.block_frames, self.channels), dtype=np.float32)
+        wanted = self.end_frame - self.start_frame
         while True:
+            size = min(self.block_frames, wanted - self.frames_read)
             try:
-                data = self._file.read(self.block_frames, dtype="float32", always_2d=True,
-                                       out=buffer)
+                data = self._file.read(size, dtype="float32", always_2d=True,
+                                       out=buffer[:size]) if size else buffer[:0]
             except (sf.LibsndfileError, RuntimeError) as exc:
                 raise EdgesepError(f"{name}: corrupt or truncated audio ({_short(exc)})") from None
-            last = len(data) < self.block_frames
+            last = len(data) < self.block_frames or self.frames_read + len(data) >= wanted
             if len(data):
                 self.frames_read += len(data)
                 self.clipped_samples += int(np.count_nonzero(np.abs(data) >= CLIP_LEVEL))
                 block = data.mean(axis=1) if self.channels > 1 else data[:, 0].copy()
             else:
                 block = np.zeros(0, dtype=np.float32)
-            if last and self.frames_read < self.frames:
+            if last and self.frames_read < wanted:
                 raise EdgesepError(f"{name}: truncated file: header says {self.frames} samples, "
-                                   f"read {self.frames_read}")
+                                   f"read {self.start_frame + self.frames_read}")
             if self._resampler is not None:
                 finite = np.isfinite(block)
                 if not finite.all():
@@ -283,11 +311,16 @@ class AudioBlockWriter:
 
     Samples are clipped to [-1, 1]; NaN/inf are refused. Format by extension (WAV/FLAC/OGG),
     soundfile's default subtype unless ``subtype`` is given.
+
+    With ``overwrite=False`` the renaming never replaces a file: each temporary is hard-linked
+    to its name (which fails if the name exists, atomically, even against another process),
+    and if any name is taken, none of this writer's files is left under its name.
     """
 
     def __init__(self, paths: Mapping[str, str | os.PathLike], sample_rate: int,
-                 channels: int = 1, subtype: str | None = None) -> None:
+                 channels: int = 1, subtype: str | None = None, overwrite: bool = True) -> None:
         self.paths = {key: Path(p) for key, p in paths.items()}
+        self.overwrite = overwrite
         formats = {}
         for key, path in self.paths.items():
             fmt = path.suffix.lstrip(".").upper()
@@ -330,13 +363,40 @@ class AudioBlockWriter:
         try:
             for f in self._files.values():
                 f.close()
+            if not self.overwrite:
+                self._link_all()
             for key, tmp in list(self._tmp.items()):
-                os.replace(tmp, self.paths[key])
+                if self.overwrite:
+                    os.replace(tmp, self.paths[key])
+                else:
+                    tmp.unlink()
                 del self._tmp[key]
         except BaseException:
             self.abort()
             raise
         return dict(self.paths)
+
+    def _link_all(self) -> None:
+        """Hard-link every temporary to its name, or none (see the class docstring)."""
+        linked = []
+        try:
+            for key, tmp in list(self._tmp.items()):
+                path = self.paths[key]
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise EdgesepError(f"{path}: appeared while it was being written (another "
+                                       "process?); not replaced (--overwrite replaces)") from None
+                except OSError:  # no hard links on this file system: check, then rename
+                    if path.exists():
+                        raise EdgesepError(f"{path}: exists (--overwrite replaces it)") from None
+                    os.replace(tmp, path)
+                    del self._tmp[key]
+                linked.append(path)
+        except BaseException:
+            for path in linked:
+                path.unlink(missing_ok=True)
+            raise
 
     def abort(self) -> None:
         """Close and delete every temporary file not yet renamed."""

@@ -5,7 +5,6 @@ without it."""
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 
@@ -14,7 +13,6 @@ import click
 from edgesep import __version__
 from edgesep.errors import EdgesepError
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
@@ -49,19 +47,27 @@ TRAIN_MODULES = {"tensorflow", "tf_keras", "tensorflow_model_optimization", "tf2
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgesep")
-@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show debug messages and the libraries' own output (TensorFlow start-up "
+              "lines, warnings).")
 def cli(verbose: bool) -> None:
     """edgesep: train, compress, export, stream and validate a voice-separation model
     for hearing devices (coupled U-Net + ASPP)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr
-    )
+    from edgesep import console
+
+    console.set_verbose(verbose)
+    console.quiet_environment()
+    console.quiet_logging()
 
 
 class FiniteFloat(click.ParamType):
-    """A finite float >= 0 (``nan`` and ``inf`` would switch a gate off or poison the JSON)."""
+    """A finite float >= 0 (``nan`` and ``inf`` would switch a gate off or poison the JSON);
+    ``positive=True``: > 0."""
 
     name = "number"
+
+    def __init__(self, positive: bool = False) -> None:
+        self.positive = positive
 
     def convert(self, value, param, ctx):
         import math
@@ -70,12 +76,14 @@ class FiniteFloat(click.ParamType):
             number = float(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number", param, ctx)
-        if not math.isfinite(number) or number < 0:
-            self.fail(f"{value!r} must be a finite number >= 0", param, ctx)
+        if not math.isfinite(number) or number < 0 or (self.positive and number == 0):
+            self.fail(f"{value!r} must be a finite number {'>' if self.positive else '>='} 0",
+                      param, ctx)
         return number
 
 
 FINITE = FiniteFloat()
+POSITIVE = FiniteFloat(positive=True)
 
 DATA_OPTION = click.option(
     "--data",
@@ -101,10 +109,12 @@ DATA_OPTION = click.option(
     type=click.Path(file_okay=False),
     help="Run directory to create (or continue with --resume).",
 )
-@click.option("--steps", type=int, default=None, help="Override the config's step count.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Override the config's step count.")
 @click.option("--resume", is_flag=True, help="Continue from the run's latest checkpoint.")
-@click.option("--limit", type=int, default=None, help="Use at most N clips per split.")
-@click.option("--max-minutes", type=float, default=None,
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Use at most N clips per split.")
+@click.option("--max-minutes", type=POSITIVE, default=None,
               help="Stop (with a checkpoint; --resume goes on) after this much training time.")
 @user_errors
 def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes):
@@ -116,8 +126,10 @@ def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes):
 
     from edgesep.config import load_config
     from edgesep.data import load_clips
+    from edgesep.files import check_writable_dir
     from edgesep.train import train as run_training
 
+    check_writable_dir(out_dir, "run directory")
     cfg = load_config(config_name)
     spec = data_spec or cfg.train.data
     rate = cfg.stft.sample_rate
@@ -218,63 +230,102 @@ THREADS_OPTION = click.option(
 
 @cli.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("-i", "--input", "inputs", multiple=True, type=click.Path(dir_okay=False),
-              help="Audio file to separate (repeat for several).")
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option("-i", "--input", "more_inputs", multiple=True, type=click.Path(),
+              help="An input file or folder (same as a positional INPUT; repeatable).")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
-              help="Output directory: writes OUTPUT/<name>/<source>.<format>.")
-@click.option("--format", "fmt", type=click.Choice(["wav", "flac"]), default="wav",
+              help="Output folder (files laid out by --filename-format).")
+@click.option("--format", "fmt", type=click.Choice(["wav", "flac", "ogg"]), default="wav",
               show_default=True, help="Output audio format.")
+@click.option("--filename-format", "template", default="{name}/{source}.{ext}",
+              show_default=True,
+              help="Output path under --output; fields {name} (input name without extension), "
+              "{filename} (with it), {foldername}, {source}, {ext}.")
+@click.option("--start", type=FINITE, default=0.0, show_default=True,
+              help="Separate from this time of each input (seconds).")
+@click.option("--duration", type=POSITIVE, default=None,
+              help="Separate at most this many seconds of each input.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @PRECISION_OPTION
 @BACKEND_OPTION
 @THREADS_OPTION
 @click.option("--strict", is_flag=True, help="Refuse inputs at another sample rate.")
 @click.option("--live", is_flag=True, help="Separate a sound device's input in real time.")
+@click.option("--list-devices", is_flag=True, help="With --live: list the sound devices.")
 @click.option("--device", default=None, help="Sound device (index or name) for --live.")
 @click.option("--source", default=None, help="Source played back with --live (default: first).")
+@click.option("--seconds", type=POSITIVE, default=None,
+              help="With --live: stop after this long (default: Ctrl-C).")
 @user_errors
-def stream(model_dir, inputs, out_dir, fmt, precision, backend, threads, strict, live, device,
-           source):
-    """Separate files frame by frame with an exported model, as a device would.
+def stream(model_dir, inputs, more_inputs, out_dir, fmt, template, start, duration, overwrite,
+           precision, backend, threads, strict, live, list_devices, device, source, seconds):
+    """Separate audio files (or folders of them) frame by frame with an exported model, as a
+    device would: OUTPUT/<name>/<source>.<format>, like Spleeter.
+
+    Existing outputs are kept unless --overwrite; two inputs that would write the same file
+    (clip.flac and clip.ogg) are refused before any work; one edgesep stream per output
+    folder at a time.
 
     \b
     Example:
-      edgesep stream build/edge1 -i song.wav -i talk.flac -o separated/
+      edgesep stream build/edge1 song.wav talks/ -o separated/
       -> separated/song/vocals.wav, separated/song/accompaniment.wav, ...
+      edgesep stream build/edge1 a.flac a.ogg -o sep/ --filename-format '{filename}/{source}.{ext}'
+      edgesep stream build/edge1 --live --list-devices
       edgesep stream build/edge1 --live --device 2
     """
-    from pathlib import Path
+    from edgesep import console
+    from edgesep.runtime import stream_files as sfiles
 
-    from tqdm import tqdm
-
-    from edgesep.runtime.stream import open_streamer
-    from edgesep.runtime.stream_files import stream_file
-
-    streamer = open_streamer(model_dir, precision, backend, threads)
     if live:
-        from edgesep.runtime.live import run_live
+        from edgesep.runtime import live as live_audio
 
+        if list_devices:
+            click.echo(live_audio.list_devices())
+            return
+        live_audio.sounddevice_module()  # say what to install before loading anything
+        from edgesep.runtime.stream import open_streamer
+
+        streamer = open_streamer(model_dir, precision, backend, threads)
         dev = int(device) if device is not None and device.isdigit() else device
         click.echo("live: Ctrl-C stops", err=True)
-        cb = run_live(streamer, dev, source)
+        cb = live_audio.run_live(streamer, dev, source, seconds=seconds,
+                                 say=lambda msg: click.echo(f"live: {msg}", err=True))
         click.echo(f"live: {cb.counts}; {streamer.latency.line()}", err=True)
         return
+    if list_devices:
+        raise EdgesepError("--list-devices goes with --live")
+    inputs = (*inputs, *more_inputs)
     if not inputs or not out_dir:
-        raise EdgesepError("give --input FILE and --output DIR (or --live)")
+        raise EdgesepError("give input files or folders and -o OUTPUT (or --live)")
+    from edgesep.files import check_writable_dir
+
+    check_writable_dir(out_dir)
+    files = sfiles.expand_inputs(inputs)
+    from edgesep.contract import load_manifest
+
+    sources = load_manifest(model_dir).sources
+    sfiles.plan_outputs(files, out_dir, sources, fmt, template, overwrite)  # fail before work
+    from edgesep.runtime.stream import open_streamer
+
+    streamer = open_streamer(model_dir, precision, backend, threads)
     nonfinite = 0
-    for path in inputs:
-        target = Path(out_dir) / Path(path).stem
-        with tqdm(unit="sample", unit_scale=True, desc=Path(path).name, leave=False,
-                  disable=None) as bar:
+    with sfiles.OutputLock(out_dir):
+        plan = sfiles.plan_outputs(files, out_dir, sources, fmt, template, overwrite)
+        for path, outputs in plan:
+            with console.progress(desc=path.name, unit="sample", leave=False,
+                                  unit_scale=True, every=None) as bar:
 
-            def start(summary, bar=bar):
-                for note in summary["notices"]:
-                    click.echo(f"notice: {note}", err=True)
-                bar.reset(total=summary["samples"])
+                def begin(summary, bar=bar):
+                    for note in summary["notices"]:
+                        click.echo(f"notice: {note}", err=True)
+                    bar.reset(total=summary["samples"])
 
-            summary = stream_file(streamer, path, target, fmt, strict, progress=bar.update,
-                                  on_start=start)
-        nonfinite += summary["nonfinite_samples"]
-        click.echo(f"{path} -> {target}/")
+                summary = sfiles.stream_file(streamer, path, paths=outputs, fmt=fmt,
+                                             strict=strict, progress=bar.update, on_start=begin,
+                                             overwrite=overwrite, start=start, duration=duration)
+            nonfinite += summary["nonfinite_samples"]
+            click.echo(f"{path} -> {', '.join(str(p) for p in outputs.values())}")
     extra = f", {nonfinite} NaN/inf samples zeroed" if nonfinite else ""
     click.echo(f"latency (DSP + model, {backend}): {streamer.latency.line()}{extra}")
 

@@ -125,6 +125,26 @@ class TrainConfig:
     seed: int = 0
     data: str = "synthetic"  # default data spec when the command line gives none
 
+    def __post_init__(self) -> None:
+        import math
+
+        for name, value in _checked_values(TrainConfig, vars(self), "[train]").items():
+            object.__setattr__(self, name, value)
+        checks = [
+            (self.steps >= 1, "steps must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.patch_frames >= 1, "patch_frames must be >= 1"),
+            (math.isfinite(self.learning_rate) and self.learning_rate > 0,
+             "learning_rate must be a finite number > 0"),
+            (self.lr_decay_steps >= 0, "lr_decay_steps must be >= 0 (0: constant)"),
+            (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+            (self.validate_every >= 1, "validate_every must be >= 1"),
+            (self.seed >= 0, "seed must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise EdgesepError(f"[train] {message}")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -190,9 +210,13 @@ def load_config(name_or_path: str | Path) -> Config:
     if not path.exists():
         raise EdgesepError(f"{path}: no such config file")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise EdgesepError(f"{path}: invalid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise EdgesepError(f"{path}: not a config (not UTF-8 text, so not TOML)") from None
+    except OSError as exc:
+        raise EdgesepError(f"{path}: cannot read ({exc.strerror or exc})") from None
     data.setdefault("name", path.stem)
     return Config.from_dict(data, origin=str(path))
 

@@ -58,6 +58,25 @@ def check_writable(path: str | os.PathLike) -> None:
         raise EdgesepError(f"{path}: cannot write there ({folder} is not a writable folder)")
 
 
+def check_writable_dir(path: str | os.PathLike, what: str = "output folder") -> None:
+    """Raise :class:`EdgesepError` now if folder ``path`` could not be created or written
+    later: a file in its place, or the nearest existing folder on its way not writable."""
+    from edgesep.errors import EdgesepError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise EdgesepError(f"{path}: is a file, the {what} must be a folder")
+    folder = path
+    while not folder.exists():
+        if folder.is_symlink():
+            raise EdgesepError(f"{path}: cannot create the {what} ({folder} is a broken link)")
+        folder = folder.parent
+    if not folder.is_dir():
+        raise EdgesepError(f"{path}: cannot create the {what} ({folder} is not a folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise EdgesepError(f"{path}: cannot write the {what} ({folder} is not writable)")
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

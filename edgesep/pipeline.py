@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
@@ -79,6 +80,7 @@ class Pipeline:
                 return record["summary"]
             log.info("[%s] outputs changed or upstream re-ran: running again", name)
         log.info("[%s] running", name)
+        started = time.monotonic()
         try:
             summary = fn()
         except EdgesepError as exc:
@@ -95,6 +97,7 @@ class Pipeline:
         record["digest"] = sha256_bytes(json.dumps(record, sort_keys=True).encode())
         write_json_atomic(record_path, record)
         self._upstream = record["digest"]
+        log.info("[%s] done in %.0f s", name, time.monotonic() - started)
         return summary
 
     # --- data ---------------------------------------------------------------------------
@@ -119,6 +122,9 @@ class Pipeline:
 
     def run(self) -> Path:
         """Run every stage; returns the path of ``report.html``."""
+        from edgesep.files import check_writable_dir
+
+        check_writable_dir(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.results["data"] = self.stage("data", self._data, [self.out / "data.json"])
         self.results["train"] = self.stage(
@@ -177,6 +183,8 @@ class Pipeline:
                 diff, finite = streaming_difference(open_streamer(export, precision),
                                                     clip.mixture)
                 results[f"{export.name}/{precision}"] = diff if finite else float("inf")
+                log.info("[stream_check] %s/%s: streamed vs offline max abs %.1e", export.name,
+                         precision, results[f"{export.name}/{precision}"])
         passed = all(d <= STREAM_TOLERANCE for d in results.values())
         if not passed:
             raise EdgesepError(f"streamed output differs from offline: {results}")
@@ -198,9 +206,11 @@ class Pipeline:
         jobs += [(self.export_dir, "int8", "litert", t) for t in gate.targets.TARGETS
                  if gate.targets.check_here(gate.targets.TARGETS[t]) is None]
         for export, precision, backend, target in jobs:
-            report = gate.validate(export, self.run_dir, clips, target=target,
-                                   precision=precision, backend=backend, max_sdr_drop=0.5)
             stem = f"{export.name}-{precision}-{backend}-{target}"
+            report = gate.validate(
+                export, self.run_dir, clips, target=target, precision=precision, backend=backend,
+                max_sdr_drop=0.5,
+                progress=lambda msg, stem=stem: log.info("[validate] %s: %s", stem, msg))
             gate.write_json(report, out / f"{stem}.json")
             gate.write_junit(report, out / f"{stem}.xml")
             gate.write_markdown(report, out / f"{stem}.md")
@@ -208,11 +218,15 @@ class Pipeline:
                 "passed": report.passed,
                 "failed": [c.name for c in report.checks if not c.passed],
             }
+            log.info("[validate] %s: %s", stem, "pass" if report.passed else
+                     "FAIL: " + ", ".join(summary["gates"][stem]["failed"]))
             summary["scores"][f"{export.name}/{precision}/{backend}"] = report.scores
         for export, precision, backend in ((self.export_dir, "float32", "litert"),
                                            (self.export_dir, "int8", "litert"),
                                            (self.export_dir, "float32", "onnxruntime"),
                                            (self.pruned_dir, "int8", "litert")):
+            log.info("[validate] benchmark %s/%s (%s): 1000 hops", export.name, precision,
+                     backend)
             result = benchmark(export, precision, backend, threads=1, warmup=50, count=1000)
             write_json_atomic(out / f"bench-{export.name}-{precision}-{backend}.json", result)
             summary["bench"][f"{export.name}/{precision}/{backend}"] = result
@@ -221,4 +235,5 @@ class Pipeline:
     def _report(self) -> dict:
         from edgesep.report import write_report
 
+        log.info("[report] separating a test clip (float32, int8), plotting, writing")
         return write_report(self)

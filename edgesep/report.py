@@ -1,16 +1,23 @@
-"""The pipeline's report: ``report.md`` and ``report.html`` with the numbers table, the
-validation gates, spectrogram plots (PNG) and separated audio examples.
+"""The pipeline's report: ``report.md`` and ``report.html`` with the numbers table, every
+validation gate with its measured value and threshold, the machine and software it ran on
+(provenance), per-hop latency histograms per precision, spectrogram plots (PNG) and the
+float32 and int8 separations side by side (audio).
 
 Every number comes from what the individual commands compute for the same artefacts: sizes,
-parameters and MACs from ``manifest.json`` (``edgesep info``), SDR from ``edgesep.validate``
-(``edgesep validate``), per-hop µs from ``edgesep.runtime.bench`` (``edgesep bench``).
+parameters and MACs from ``manifest.json`` (``edgesep info``), SDR and gates from
+``edgesep.validate`` (``edgesep validate``: the JSON reports in ``OUT/validate/``), per-hop µs
+and their histogram from ``edgesep.runtime.bench`` (``edgesep bench``).
 """
 
 from __future__ import annotations
 
 import html
 import json
+import os
+import platform
+import sys
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -54,27 +61,79 @@ def numbers_table(pipe) -> tuple[list[str], list[list[str]]]:
 
 
 def gates_table(pipe) -> tuple[list[str], list[list[str]]]:
-    gates = pipe.results["validate"]["gates"]
-    rows = [[name, "pass" if g["passed"] else "FAIL", ", ".join(g["failed"])]
-            for name, g in gates.items()]
-    return ["export-precision-target", "result", "failed checks"], rows
+    """One row per check of every gate run by the pipeline, with its value and threshold
+    (from the validate JSON reports, as ``edgesep validate --json`` writes them)."""
+    header = ["gate (export-precision-backend-target)", "check", "result", "measured",
+              "threshold"]
+    rows = []
+    for name in pipe.results["validate"]["gates"]:
+        report = json.loads((pipe.out / "validate" / f"{name}.json").read_text())
+        for c in report["checks"]:
+            rows.append([name, c["name"], "pass" if c["passed"] else "FAIL",
+                         _value(c["measured"], c["unit"]), _value(c["threshold"], c["unit"])])
+    return header, rows
+
+
+def _value(number, unit: str) -> str:
+    if number is None:
+        return "n/a"
+    number += 0.0  # no "-0"
+    return f"{number:.3g} {unit}" if unit != "x" else f"{number:.3g}×"
+
+
+def provenance(pipe=None) -> dict[str, str]:
+    """The machine and software the numbers come from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")) and ":" in line:
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    info = {"CPU": cpu, "cores": f"{os.cpu_count()} ({usable} usable by this process)",
+            "machine": platform.platform(), "Python": sys.version.split()[0]}
+    for name, dist in (("edgesep", "edgesep"), ("TensorFlow", "tensorflow"),
+                       ("LiteRT", "ai-edge-litert"), ("onnxruntime", "onnxruntime"),
+                       ("NumPy", "numpy")):
+        try:
+            info[name] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            info[name] = "not installed"
+    from edgesep.export import git_commit
+
+    info["git commit"] = git_commit() or "unknown (not a git checkout)"
+    if pipe is not None:
+        manifest = json.loads((pipe.out / "export" / "manifest.json").read_text())
+        info["export's git commit"] = manifest.get("git_commit") or "unknown"
+    return info
 
 
 def write_report(pipe) -> dict:
     """Write plots, audio, ``report.md`` and ``report.html`` into ``pipe.out``."""
     out = pipe.out
     clip = pipe.clips("test", 3)[0]
-    estimates = _separate(pipe.export_dir, clip.mixture)
+    estimates = {p: _separate(pipe.export_dir, clip.mixture, p) for p in PRECISIONS}
     audio = {"mixture": clip.mixture, **{f"{s}_reference": clip.sources[s] for s in clip.sources},
-             **{f"{s}_int8": estimates[s] for s in estimates}}
+             **{f"{s}_{p}": estimates[p][s] for p in PRECISIONS for s in estimates[p]}}
     for name, signal in audio.items():
         write_audio(out / "audio" / f"{name}.wav", signal, clip.sample_rate)
     plots = [_spectrogram_plot(out / "plots" / "spectrograms.png", clip, estimates, pipe.cfg.stft),
+             _latency_plot(out / "plots" / "latency.png", pipe),
              _loss_plot(out / "plots" / "training.png", pipe.run_dir / "history.json")]
     plots = [p for p in plots if p is not None]
 
     numbers = numbers_table(pipe)
     gates = gates_table(pipe)
+    machine = provenance(pipe)
+    machine_rows = (["what", "value"], [[k, v] for k, v in machine.items()])
+    sources = list(clip.sources)
+    audio_rows = (["", "reference", *[f"{p} estimate" for p in PRECISIONS]],
+                  [[s, f"{s}_reference", *[f"{s}_{p}" for p in PRECISIONS]] for s in sources])
     train = pipe.results["train"]
     stream = pipe.results["stream_check"]["max_abs_diff"]
     created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -88,20 +147,30 @@ def write_report(pipe) -> dict:
     md = ["# edgesep pipeline report", "", intro, "", "## Numbers", "", _md_table(*numbers), "",
           "## Validation gates", "", _md_table(*gates), "",
           f"Streaming vs offline (max abs, tolerance 1e-4): {stream_line}.", "",
+          "## Machine and software", "", _md_table(*machine_rows), "",
           "## Plots", ""]
     md += [f"![{p.stem}]({p.relative_to(out)})" for p in plots]
-    md += ["", "## Audio (first test clip)", ""]
-    md += [f"- [{name}](audio/{name}.wav)" for name in audio]
+    md += ["", "## Audio (first test clip: float32 and int8 side by side)", "",
+           "Mixture: [mixture](audio/mixture.wav)", ""]
+    md += [_md_table(audio_rows[0], [[row[0], *[f"[{n}](audio/{n}.wav)" for n in row[1:]]]
+                                     for row in audio_rows[1]])]
     (out / "report.md").write_text("\n".join(md) + "\n")
 
     body = [f"<h1>edgesep pipeline report</h1><p>{html.escape(intro)}</p>",
             "<h2>Numbers</h2>", _html_table(*numbers), "<h2>Validation gates</h2>",
             _html_table(*gates),
             f"<p>Streaming vs offline (max abs, tolerance 1e-4): {html.escape(stream_line)}</p>",
+            "<h2>Machine and software</h2>", _html_table(*machine_rows),
             "<h2>Plots</h2>"]
     body += [f'<img src="{p.relative_to(out)}" style="max-width:100%">' for p in plots]
-    body += ["<h2>Audio (first test clip)</h2>"]
-    body += [f'<p>{name}<br><audio controls src="audio/{name}.wav"></audio></p>' for name in audio]
+    body += ["<h2>Audio (first test clip: float32 and int8 side by side)</h2>",
+             '<p>mixture<br><audio controls src="audio/mixture.wav"></audio></p>']
+    player = '<audio controls src="audio/{}.wav"></audio>'
+    body += ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in audio_rows[0])
+             + "</tr>" + "".join(
+                 f"<tr><td>{html.escape(row[0])}</td>"
+                 + "".join(f"<td>{player.format(n)}</td>" for n in row[1:]) + "</tr>"
+                 for row in audio_rows[1]) + "</table>"]
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>edgesep report</title>"
             "<style>body{font-family:sans-serif;max-width:70em;margin:auto}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;"
@@ -110,31 +179,82 @@ def write_report(pipe) -> dict:
     return {"report": str(out / "report.html"), "plots": [str(p) for p in plots]}
 
 
-def _separate(export_dir: Path, mixture: np.ndarray) -> dict[str, np.ndarray]:
+#: The precisions separated for the plots and audio, side by side.
+PRECISIONS = ("float32", "int8")
+
+
+def _separate(export_dir: Path, mixture: np.ndarray, precision: str) -> dict[str, np.ndarray]:
     from edgesep.runtime import separate_file
     from edgesep.runtime.stream import open_streamer
 
-    return separate_file(open_streamer(export_dir, "int8"), mixture)
+    return separate_file(open_streamer(export_dir, precision), mixture)
 
 
-def _spectrogram_plot(path: Path, clip, estimates, cfg) -> Path:
+def _spectrogram_plot(path: Path, clip, estimates: dict, cfg) -> Path:
+    """Rows: the mixture, then each source; columns: reference, float32 and int8 estimates."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("mixture", clip.mixture)]
-    for s in clip.sources:
-        panels += [(f"{s}: reference", clip.sources[s]), (f"{s}: int8 estimate", estimates[s])]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.2 * len(panels)), sharex=True)
-    for ax, (title, signal) in zip(axes, panels, strict=True):
-        db = 20 * np.log10(np.abs(stft(signal, cfg)).T + 1e-6)
-        extent = (0, len(signal) / cfg.sample_rate, 0, cfg.sample_rate / 2000)
-        ax.imshow(db, origin="lower", aspect="auto", extent=extent, vmin=db.max() - 80,
-                  vmax=db.max(), cmap="magma")
-        ax.set_title(title, fontsize=9)
-        ax.set_ylabel("kHz")
-    axes[-1].set_xlabel("s")
+    columns = ["reference", *[f"{p} estimate" for p in PRECISIONS]]
+    rows = [("mixture", [clip.mixture, None, None])]
+    rows += [(s, [clip.sources[s], *[estimates[p][s] for p in PRECISIONS]])
+             for s in clip.sources]
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(5 * len(columns), 2.2 * len(rows)),
+                             sharex=True, sharey=True, squeeze=False)
+    for r, (name, signals) in enumerate(rows):
+        for c, signal in enumerate(signals):
+            ax = axes[r][c]
+            if signal is None:
+                ax.axis("off")
+                continue
+            db = 20 * np.log10(np.abs(stft(signal, cfg)).T + 1e-6)
+            extent = (0, len(signal) / cfg.sample_rate, 0, cfg.sample_rate / 2000)
+            ax.imshow(db, origin="lower", aspect="auto", extent=extent, vmin=db.max() - 80,
+                      vmax=db.max(), cmap="magma")
+            ax.set_title(name if r == 0 else f"{name}: {columns[c]}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel("kHz")
+    for ax in axes[-1]:
+        ax.set_xlabel("s")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _latency_plot(path: Path, pipe) -> Path | None:
+    """Per-hop time (streaming DSP + model, ``bench`` steady state) per export and precision:
+    a histogram each, with its p50/p99, the hop and the desktop budget marked."""
+    benches = [(key, b) for key, b in pipe.results["validate"]["bench"].items()
+               if "histogram" in b.get("model+dsp_steady", {})]
+    if not benches:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(benches), 1, figsize=(9, 2.2 * len(benches)), sharex=True,
+                             squeeze=False)
+    for ax, (key, bench) in zip(axes[:, 0], benches, strict=True):
+        steady = bench["model+dsp_steady"]
+        hist = steady["histogram"]
+        lower = np.maximum(np.asarray(hist["lower_us"], float), 0.1)
+        ax.bar(lower, hist["counts"], width=lower * (hist["growth"] - 1), align="edge",
+               color="tab:blue")
+        for value, label, style in ((steady["p50_us"], "p50", ":"),
+                                    (steady["p99_us"], "p99", "--"),
+                                    (bench["hop_us"], "hop", "-")):
+            ax.axvline(value, color="k", linestyle=style, linewidth=1)
+            ax.annotate(f"{label} {value:,.0f} µs", (value, 1), xycoords=("data", "axes fraction"),
+                        rotation=90, va="top", ha="right", fontsize=7)
+        ax.set_xscale("log")
+        ax.set_title(f"{key}: {steady['count']} hops, model + DSP", fontsize=9)
+        ax.set_ylabel("hops")
+    axes[-1, 0].set_xlabel("µs per hop (log scale)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)

@@ -44,6 +44,9 @@ def load_run(run_dir: str | os.PathLike):
     cfg = run_config(run_dir)
     weights = weights_path(run_dir)
     require_tensorflow("loading a trained run")
+    from edgesep.console import import_tensorflow
+
+    import_tensorflow()  # its start-up lines captured
     from edgesep.models import build_model
 
     model = build_model(cfg)

@@ -22,11 +22,11 @@ from edgesep.config import Config, read_saved_config, save_config
 from edgesep.data import SOURCES, Clip
 from edgesep.dsp import magnitude_features, stft
 from edgesep.errors import EdgesepError
-from edgesep.files import write_json_atomic
+from edgesep.files import check_writable_dir, write_json_atomic
 from edgesep.runs import WEIGHTS_FILE
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 log = logging.getLogger("edgesep.train")
 
@@ -122,13 +122,21 @@ def train(
     ``max_seconds`` stops early (with a checkpoint, so ``--resume`` can go on) once this
     session has trained that long.
     """
+    from edgesep.console import import_tensorflow
+    from edgesep.console import progress as progress_bar
+
+    import_tensorflow()  # its start-up lines captured
     import tensorflow as tf
     import tf_keras as keras
-    from tqdm import tqdm
 
     from edgesep.models import build_model
 
     out_dir = Path(out_dir)
+    check_writable_dir(out_dir, "run directory")
+    if steps is not None and steps < 1:
+        raise EdgesepError(f"--steps must be at least 1, got {steps}")
+    if max_seconds is not None and not (np.isfinite(max_seconds) and max_seconds > 0):
+        raise EdgesepError(f"--max-minutes must be a finite number > 0, got {max_seconds / 60}")
     ckpt_dir = out_dir / "checkpoints"
     if out_dir.exists() and any(ckpt_dir.glob("ckpt-*")) and not resume:
         raise EdgesepError(f"{out_dir}: already holds a run; pass --resume to continue it")
@@ -210,7 +218,7 @@ def train(
     history = [h for h in _read_history(out_dir) if h["step"] <= start]
     t0 = time.perf_counter()
     loss_avg = None if np.isnan(float(loss_ema)) else float(loss_ema)
-    bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", disable=not progress)
+    bar = progress_bar(total_steps, "train", "step", enabled=progress, initial=start)
     for features, mix_mag, src_mag in dataset:
         loss = float(train_step(features, mix_mag, src_mag))
         if not np.isfinite(loss):
@@ -218,8 +226,8 @@ def train(
         step_var.assign_add(1)
         step = int(step_var)
         loss_avg = loss if loss_avg is None else 0.98 * loss_avg + 0.02 * loss
+        bar.set_postfix(loss=f"{loss_avg:.4f}", refresh=False)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_avg:.4f}")
         with writer.as_default():
             tf.summary.scalar("loss/train", loss, step=step)
         out_of_time = max_seconds is not None and time.perf_counter() - t0 > max_seconds

@@ -103,6 +103,7 @@ def test_int8_state_quantization_round_trips(exported):
     assert art["accuracy"]["state_quantization_matches"] is True
     # fed straight back, the int8 state is the int8 output, bit for bit
     stepper = open_stepper(load_manifest(out), "int8")
+    stepper.record = True
     assert stepper.raw_state_feedback
     stepper.step(np.ones(stepper.nb_model_bins, np.float32))
     stepper.step(np.ones(stepper.nb_model_bins, np.float32))

@@ -44,6 +44,19 @@ def tiny_toml(tmp_path_factory) -> Path:
     return path
 
 
+#: Library start-up lines that must not reach a logged console (tests/test_console.py).
+STARTUP = ("absl::InitializeLog", "cudart_stub", "cuInit", "oneDNN", "cpu_feature_guard",
+           "XNNPACK", "tf.lite.Interpreter is deprecated", "fully_quantize", "Assets written",
+           "Sharding callback", "Axis 1 is out-of-range", "Using tensorflow=")
+
+
+def _quiet(log: str) -> None:
+    """A logged run (stderr a file): no library start-up lines, no progress redraws."""
+    assert "\r" not in log
+    noisy = [line for line in log.splitlines() if any(s in line for s in STARTUP)]
+    assert noisy == [], noisy
+
+
 def _pipeline_cmd(out: Path, config: Path, steps: int) -> list[str]:
     return [sys.executable, "-m", "edgesep.cli", "pipeline", "--out", str(out),
             "--config", str(config), "--data", "synthetic:4", "--steps", str(steps)]
@@ -52,9 +65,11 @@ def _pipeline_cmd(out: Path, config: Path, steps: int) -> list[str]:
 @pytest.mark.slow
 def test_pipeline_interrupted_then_resumed_writes_the_report(tmp_path, tiny_toml):
     out = tmp_path / "demo"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
+                                                              "EDGESEP_VERBOSE")}
+    first_log = open(tmp_path / "first.log", "w")  # noqa: SIM115 - closed after the kill
     proc = subprocess.Popen(_pipeline_cmd(out, tiny_toml, 12), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=first_log, stderr=subprocess.STDOUT)
     # interrupt once training has finished and the export is under way
     deadline = time.time() + 600
     while not (out / "stages" / "train.json").exists():
@@ -64,6 +79,10 @@ def test_pipeline_interrupted_then_resumed_writes_the_report(tmp_path, tiny_toml
     time.sleep(2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    first_log.close()
+    first = (tmp_path / "first.log").read_text()
+    _quiet(first)
+    assert "[train] running" in first and "train: 12/12 step" in first
     assert not (out / "stages" / "export.json").exists()
     assert not (out / "export").exists() or not (out / "stages" / "export.json").exists()
     weights = (out / "run" / "model.weights.h5").read_bytes()
@@ -72,6 +91,10 @@ def test_pipeline_interrupted_then_resumed_writes_the_report(tmp_path, tiny_toml
                             text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[train] up to date, skipped" in result.stderr
+    _quiet(result.stderr + result.stdout)
+    for stage in ("export", "stream_check", "validate", "report"):  # a line for every stage
+        assert f"[{stage}] running" in result.stderr and f"[{stage}] done in" in result.stderr
+    assert "[validate] export-int8-litert-desktop: latency: 7 rounds" in result.stderr
     assert (out / "run" / "model.weights.h5").read_bytes() == weights  # not retrained
 
     for name in ("report.md", "report.html", "plots/spectrograms.png", "plots/training.png",
@@ -79,6 +102,12 @@ def test_pipeline_interrupted_then_resumed_writes_the_report(tmp_path, tiny_toml
         assert (out / name).stat().st_size > 0, name
     html = (out / "report.html").read_text()
     assert "plots/spectrograms.png" in html and "<audio" in html
+    assert (out / "plots" / "latency.png").stat().st_size > 0  # histograms per precision
+    assert "plots/latency.png" in html
+    for src in ("vocals", "accompaniment"):  # float32 and int8 side by side
+        for precision in ("float32", "int8"):
+            assert (out / "audio" / f"{src}_{precision}.wav").stat().st_size > 0
+            assert f"audio/{src}_{precision}.wav" in html
     streaming = json.loads((out / "checks" / "streaming.json").read_text())
     assert streaming["passed"] and max(streaming["max_abs_diff"].values()) <= 1e-4
 
@@ -89,6 +118,14 @@ def test_pipeline_interrupted_then_resumed_writes_the_report(tmp_path, tiny_toml
     gate = json.loads((out / "validate" / "export-int8-litert-desktop.json").read_text())
     sdr = gate["scores"]["export"]["vocals"]["GSDR"]
     assert f"{sdr:.2f}" in md
+    # each gate's value and threshold inline, and where the numbers come from
+    drop = next(c for c in gate["checks"] if c["name"] == "sdr_drop[vocals]")
+    assert (f"| export-int8-litert-desktop | sdr_drop[vocals] | "
+            f"{'pass' if drop['passed'] else 'FAIL'} | {drop['measured']:.3g} dB | "
+            f"{drop['threshold']:.3g} dB |") in md
+    for what in ("| CPU |", "| cores |", "| Python |", "| TensorFlow |", "| LiteRT |",
+                 "| onnxruntime |", "| git commit |"):
+        assert what in md, what
     pruned = json.loads((out / "export-pruned" / "manifest.json").read_text())
     assert pruned["parameters"] < manifest["parameters"]
 

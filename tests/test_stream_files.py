@@ -312,3 +312,266 @@ def test_memory_is_flat_with_file_length(tiny_export, tmp_path):
     print("stream_file peak RSS / time:", runs)
     growth_kb = runs[30]["maxrss_kb"] - runs[3]["maxrss_kb"]
     assert growth_kb < 8 * 1024, runs
+
+
+# --- many files: inputs, output paths, collisions, no overwrite, one writer per folder -------
+
+
+def test_block_reader_start_and_duration_seek(tmp_path):
+    audio = _noise(16000 * 3)
+    sf.write(tmp_path / "m.flac", audio, 16000, subtype="PCM_24")
+    full = read_audio(tmp_path / "m.flac")[0]
+    with AudioBlockReader(tmp_path / "m.flac", 16000, block_frames=1000, start=0.5,
+                          duration=1.25) as reader:
+        got = np.concatenate(list(reader))
+        assert reader.nb_samples == len(got) == 20000
+    np.testing.assert_array_equal(got, full[8000:28000])
+    with AudioBlockReader(tmp_path / "m.flac", 16000, start=2.5, duration=10) as reader:
+        np.testing.assert_array_equal(np.concatenate(list(reader)), full[40000:])  # to the end
+    # resampled: the part, then soxr, as if the part were a file of its own
+    sf.write(tmp_path / "a.wav", audio, 44100, subtype="FLOAT")
+    with AudioBlockReader(tmp_path / "a.wav", 16000, block_frames=777, start=0.2,
+                          duration=0.5) as reader:
+        got = np.concatenate(list(reader))
+        assert len(got) == reader.nb_samples
+    want = soxr.resample(audio[8820 : 8820 + 22050], 44100, 16000)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    for kwargs, match in (({"start": 3.0}, "at or past the end"), ({"start": -1}, "--start"),
+                          ({"start": float("nan")}, "--start"), ({"duration": 0}, "--duration"),
+                          ({"duration": float("inf")}, "--duration")):
+        with pytest.raises(EdgesepError, match=match):
+            AudioBlockReader(tmp_path / "m.flac", 16000, **kwargs)
+
+
+def test_stream_file_start_duration_and_paths(tmp_path):
+    audio = _noise(16000)
+    sf.write(tmp_path / "in.wav", audio, 16000, subtype="FLOAT")
+    paths = {src: tmp_path / "o" / f"x_{src}.flac" for src in SOURCES}
+    summary = stream_file(DelayStreamer(), tmp_path / "in.wav", paths=paths, subtype="PCM_24",
+                          start=0.25, duration=0.5)
+    assert summary["samples"] == 8000 and summary["outputs"] == {s: str(p)
+                                                                 for s, p in paths.items()}
+    want = separate_file(DelayStreamer(), audio[4000:12000])
+    for src in SOURCES:
+        np.testing.assert_allclose(sf.read(paths[src], dtype="float32")[0], want[src],
+                                   atol=1e-6)
+
+
+def test_expand_inputs_takes_folders_sorted(tmp_path):
+    from edgesep.runtime.stream_files import expand_inputs
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("b.wav", "a.flac", "c.OGG", ".tmp-x.wav", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    (folder / "sub").mkdir()
+    (tmp_path / "z.wav").write_bytes(b"x")
+    got = expand_inputs([tmp_path / "z.wav", folder])
+    assert [p.name for p in got] == ["z.wav", "a.flac", "b.wav", "c.OGG"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EdgesepError, match="holds no audio file"):
+        expand_inputs([tmp_path / "empty"])
+    with pytest.raises(EdgesepError, match="no such file or folder"):
+        expand_inputs([tmp_path / "missing.wav"])
+
+
+@pytest.mark.parametrize("template,match", [
+    ("{name}.{ext}", "needs {source}"),
+    ("../{name}/{source}.{ext}", "'..'"),
+    ("{name}/../../{source}.{ext}", "'..'"),
+    ("/tmp/{name}/{source}.{ext}", "relative"),
+    ("{name}/{source}.wav", r"must end in \.\{ext\}"),
+    ("{instrument}/{source}.{ext}", "unknown field"),
+    ("{name!r}/{source}.{ext}", "unknown field"),
+    ("{}/{source}.{ext}", "unknown field"),
+    ("{name/{source}.{ext}", "filename-format"),
+    ("", "empty"),
+])
+def test_filename_format_is_checked(template, match):
+    from edgesep.runtime.stream_files import check_filename_format
+
+    with pytest.raises(EdgesepError, match=match):
+        check_filename_format(template, "wav")
+
+
+def test_output_paths_stay_inside_the_output_folder(tmp_path):
+    from edgesep.runtime.stream_files import output_paths
+
+    paths = output_paths("{foldername}-{name}/{filename}.{source}.{ext}",
+                         tmp_path / "x" / "a.b.wav", SOURCES, "flac", tmp_path / "out")
+    assert paths["vocals"] == tmp_path / "out" / "x-a.b" / "a.b.wav.vocals.flac"
+    # a file named "...wav" has the name "..": it would write into the parent of -o
+    with pytest.raises(EdgesepError, match="would not stay inside"):
+        output_paths("{name}/{source}.{ext}", tmp_path / "...wav", SOURCES, "wav",
+                     tmp_path / "out")
+    assert output_paths("{filename}/{source}.{ext}", tmp_path / "...wav", SOURCES, "wav",
+                        tmp_path / "out")["vocals"] == tmp_path / "out" / "...wav" / "vocals.wav"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "song").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(EdgesepError, match="leads outside"):
+        output_paths("{name}/{source}.{ext}", tmp_path / "song.wav", SOURCES, "wav",
+                     tmp_path / "out")
+
+
+def test_plan_refuses_collisions_and_existing_outputs(tmp_path):
+    from edgesep.runtime.stream_files import plan_outputs
+
+    out = tmp_path / "out"
+    inputs = [tmp_path / "clip.flac", tmp_path / "clip.ogg"]
+    with pytest.raises(EdgesepError, match=r"clip\.flac and .*clip\.ogg would both be written "
+                       r"to .*clip/vocals\.wav.*\{filename\}"):
+        plan_outputs(inputs, out, SOURCES, "wav")
+    assert not out.exists()  # refused before any work
+    plan = plan_outputs(inputs, out, SOURCES, "wav", "{filename}/{source}.{ext}")
+    assert [p["vocals"].parent.name for _, p in plan] == ["clip.flac", "clip.ogg"]
+    with pytest.raises(EdgesepError, match="given twice"):
+        plan_outputs([tmp_path / "a.wav", tmp_path / "a.wav"], out, SOURCES)
+    with pytest.raises(EdgesepError, match="--format"):
+        plan_outputs([tmp_path / "a.wav"], out, SOURCES, "mp3")
+    (out / "a").mkdir(parents=True)
+    (out / "a" / "accompaniment.wav").write_bytes(b"earlier result")
+    with pytest.raises(EdgesepError, match=r"accompaniment\.wav: exists \(pass --overwrite"):
+        plan_outputs([tmp_path / "a.wav"], out, SOURCES)
+    assert plan_outputs([tmp_path / "a.wav"], out, SOURCES, overwrite=True)
+
+
+def test_writer_without_overwrite_never_replaces(tmp_path):
+    paths = {src: tmp_path / f"{src}.wav" for src in SOURCES}
+    with AudioBlockWriter(paths, 16000, overwrite=False) as writer:
+        writer.write({src: _noise(100) for src in SOURCES})
+    assert all(sf.info(p).frames == 100 for p in paths.values())
+    for p in paths.values():
+        p.unlink()
+    writer = AudioBlockWriter(paths, 16000, overwrite=False)
+    writer.write({src: _noise(50) for src in SOURCES})
+    paths["accompaniment"].write_bytes(b"another process was faster")
+    with pytest.raises(EdgesepError, match="appeared while it was being written"):
+        writer.commit()
+    assert paths["accompaniment"].read_bytes() == b"another process was faster"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["accompaniment.wav"]  # none of ours
+
+
+_HOLD_LOCK = """
+import sys, time
+from edgesep.runtime.stream_files import OutputLock
+lock = OutputLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_one_writer_per_output_folder(tmp_path):
+    from edgesep.runtime.stream_files import LOCK_NAME, OutputLock
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(EdgesepError, match=rf"another edgesep stream is writing there "
+                           rf"\(process {holder.pid} on "):
+            OutputLock(out).acquire()
+    finally:
+        holder.kill()  # killed: the kernel drops its lock, no stale lock file blocks the next
+        holder.wait()
+    with OutputLock(out):
+        assert (out / LOCK_NAME).exists()
+        with pytest.raises(EdgesepError, match="another edgesep stream"):
+            OutputLock(out).acquire()  # a second one in the same process, too
+    assert not (out / LOCK_NAME).exists()
+
+
+# --- slow: the command line on the real tiny export ------------------------------------------
+
+
+def _cli(*args: str):
+    from click.testing import CliRunner
+
+    from edgesep.cli import cli
+
+    return CliRunner().invoke(cli, ["stream", *map(str, args)])
+
+
+def _one_error(res) -> str:
+    errors = [line for line in res.output.splitlines() if line.startswith("Error: ")]
+    assert res.exit_code == 2 and len(errors) == 1, res.output
+    return errors[0]
+
+
+@pytest.mark.slow
+def test_cli_positional_inputs_folders_formats_and_parts(tiny_export, speech_in_noise, tmp_path):
+    talks = tmp_path / "talks"
+    talks.mkdir()
+    sf.write(talks / "b.wav", speech_in_noise[:16000], 16000)
+    sf.write(talks / "a.flac", speech_in_noise[:24000], 16000)
+    (talks / "readme.txt").write_text("not audio")
+    sf.write(tmp_path / "song.wav", np.stack([speech_in_noise] * 2, axis=1), 16000)
+    out = tmp_path / "out"
+    res = _cli(tiny_export, tmp_path / "song.wav", talks, "-i", talks / "b.wav", "-o", out)
+    assert "given twice" in _one_error(res)  # the folder holds b.wav already
+    assert not out.exists()
+    res = _cli(tiny_export, tmp_path / "song.wav", talks, "-o", out, "--format", "ogg")
+    assert res.exit_code == 0, res.output
+    for name, frames in (("song", len(speech_in_noise)), ("a", 24000), ("b", 16000)):
+        for src in ("vocals", "accompaniment"):
+            info = sf.info(out / name / f"{src}.ogg")
+            assert info.format == "OGG" and info.frames == frames and info.samplerate == 16000
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (out / "a" / "vocals.ogg").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not list(out.rglob(".*"))  # no temporaries, no lock file left
+    # existing outputs are kept unless --overwrite, checked before any work
+    before = (out / "a" / "vocals.ogg").read_bytes()
+    res = _cli(tiny_export, talks, "-o", out, "--format", "ogg")
+    assert "exists (pass --overwrite" in _one_error(res)
+    assert (out / "a" / "vocals.ogg").read_bytes() == before
+    # --start/--duration, a template, -i still works, --overwrite replaces
+    res = _cli(tiny_export, "-i", tmp_path / "song.wav", "-o", out, "--start", "0.5",
+               "--duration", "1.25", "--filename-format", "{name}_{source}.{ext}")
+    assert res.exit_code == 0, res.output
+    vocals, rate = sf.read(out / "song_vocals.wav", dtype="float32")
+    assert rate == 16000 and len(vocals) == 20000
+    res = _cli(tiny_export, tmp_path / "song.wav", "-o", out, "--start", "0.5", "--duration",
+               "1.25", "--filename-format", "{name}_{source}.{ext}", "--overwrite", "--format",
+               "wav")
+    assert res.exit_code == 0, res.output
+    # the part equals the separation of that part cut out first (a file of its own)
+    sf.write(tmp_path / "part.wav", speech_in_noise[8000:28000], 16000)
+    res = _cli(tiny_export, tmp_path / "part.wav", "-o", out)
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(sf.read(out / "song_vocals.wav")[0],
+                                  sf.read(out / "part" / "vocals.wav")[0])
+    res = _cli(tiny_export, tmp_path / "song.wav", "-o", out, "--start", "60")
+    assert "past the end" in _one_error(res)
+    res = _cli(tiny_export, tmp_path / "song.wav", "-o", out, "--duration", "nan")
+    assert res.exit_code == 2 and "--duration" in res.output
+
+
+@pytest.mark.slow
+def test_cli_refuses_colliding_stems_and_a_busy_folder(tiny_export, speech_in_noise, tmp_path):
+    from edgesep.runtime.stream_files import OutputLock
+
+    sf.write(tmp_path / "clip.flac", speech_in_noise[:8000], 16000)
+    sf.write(tmp_path / "clip.ogg", speech_in_noise[:8000], 16000)
+    out = tmp_path / "out"
+    res = _cli(tiny_export, tmp_path / "clip.flac", tmp_path / "clip.ogg", "-o", out)
+    error = _one_error(res)
+    assert "clip.flac and" in error and "clip.ogg would both be written to" in error
+    assert "{filename}" in error and not out.exists()
+    res = _cli(tiny_export, tmp_path / "clip.flac", tmp_path / "clip.ogg", "-o", out,
+               "--filename-format", "{filename}/{source}.{ext}")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["clip.flac", "clip.ogg"]
+    # "...wav" would be named ".." and write beside the output folder
+    sf.write(tmp_path / "...wav", speech_in_noise[:8000], 16000, format="WAV")
+    res = _cli(tiny_export, tmp_path / "...wav", "-o", out)
+    assert "would not stay inside" in _one_error(res)
+    assert not (tmp_path / "vocals.wav").exists()
+    # another process writing into the same folder: refused, nothing clobbered
+    with OutputLock(tmp_path / "busy"):
+        res = _cli(tiny_export, tmp_path / "clip.flac", "-o", tmp_path / "busy")
+        assert "another edgesep stream is writing there" in _one_error(res)
+    (tmp_path / "file.flac").write_bytes(b"x")
+    res = _cli(tiny_export, tmp_path / "clip.flac", "-o", tmp_path / "file.flac" / "sub")
+    assert "is not a folder" in _one_error(res)

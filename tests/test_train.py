@@ -273,3 +273,66 @@ def test_without_intermediate_supervision_only_the_last_masks_are_trained(tmp_pa
         if not flag:
             assert float(loss) == float(masked_l1_loss(outputs[-1:], mix, src))
         assert (tape.gradient(loss, first_head) is not None) == flag
+
+
+# --- one line, exit 2, for every mistake on the command line (issue 10) ----------------------
+
+_TOML = "[stft]\nsample_rate = 16000\nn_fft = 256\nhop = 64\n[model]\nchannels = [4, 6, 8]\n"
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--steps", "0"], "'--steps': 0 is not in the range x>=1"),
+    (["--steps", "-5"], "'--steps': -5 is not in the range x>=1"),
+    (["--max-minutes", "nan"], "'--max-minutes': 'nan' must be a finite number > 0"),
+    (["--max-minutes", "inf"], "'--max-minutes': 'inf' must be a finite number > 0"),
+    (["--max-minutes", "0"], "'--max-minutes': '0' must be a finite number > 0"),
+    (["--max-minutes", "-1"], "must be a finite number > 0"),
+    (["--limit", "0"], "'--limit': 0 is not in the range x>=1"),
+    (["--config", "{bad}"], "[train] batch_size must be an integer, got '16'"),
+    (["--config", "{steps0}"], "[train] steps must be >= 1"),
+    (["--config", "{random}"], "not a config (not UTF-8 text, so not TOML)"),
+    (["--out", "{file}/run"], "cannot create the run directory"),
+])
+def test_train_mistakes_are_one_line(tmp_path, args, expected):
+    (tmp_path / "bad.toml").write_text(_TOML + '[train]\nbatch_size = "16"\n')
+    (tmp_path / "steps0.toml").write_text(_TOML + "[train]\nsteps = 0\n")
+    (tmp_path / "random.toml").write_bytes(np.random.default_rng(0).bytes(3000))
+    (tmp_path / "file").write_text("in the way")
+    paths = {k: str(tmp_path / n) for k, n in (("bad", "bad.toml"), ("steps0", "steps0.toml"),
+                                                 ("random", "random.toml"), ("file", "file"))}
+    args = [a.format(**paths) for a in args]
+    full = ["train", "--data", "synthetic:2", "--out", str(tmp_path / "run")]
+    res = CliRunner().invoke(cli, [*full, *args])
+    errors = [line for line in res.output.splitlines() if line.startswith("Error: ")]
+    assert res.exit_code == 2 and len(errors) == 1 and expected in errors[0], res.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_info_on_a_random_file_or_bad_toml_is_one_line(tmp_path):
+    (tmp_path / "noise.bin").write_bytes(np.random.default_rng(1).bytes(5000))
+    (tmp_path / "bad.toml").write_text(_TOML + '[train]\nbatch_size = "16"\n')
+    for target, expected in (("noise.bin", "not a config"),
+                             ("bad.toml", "batch_size must be an integer, got '16'")):
+        res = CliRunner().invoke(cli, ["info", str(tmp_path / target)])
+        errors = [line for line in res.output.splitlines() if line.startswith("Error: ")]
+        assert res.exit_code == 2 and len(errors) == 1 and expected in errors[0], res.output
+
+
+def test_train_library_refuses_steps_and_time_budget(tmp_path):
+    from edgesep.train import train
+
+    cfg = load_config("edge")
+    for kwargs, match in (({"steps": 0}, "--steps must be at least 1"),
+                          ({"max_seconds": float("nan")}, "--max-minutes"),
+                          ({"max_seconds": 0.0}, "--max-minutes")):
+        with pytest.raises(EdgesepError, match=match):
+            train(cfg, [], [], tmp_path / "run", **kwargs)
+
+
+def test_export_into_an_unwritable_place_is_one_line(tiny_run, tmp_path):
+    (tmp_path / "file").write_text("in the way")
+    res = CliRunner().invoke(cli, ["export", str(tiny_run), "--out",
+                                   str(tmp_path / "file" / "export")])
+    errors = [line for line in res.output.splitlines() if line.startswith("Error: ")]
+    assert res.exit_code == 2 and len(errors) == 1, res.output
+    assert "is not a folder" in errors[0]

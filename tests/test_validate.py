@@ -160,3 +160,26 @@ def test_data_at_another_rate_is_refused(tiny_export, tiny_run):
                 "accompaniment": np.zeros(8000, np.float32)}, sample_rate=8000)
     with pytest.raises(EdgesepError, match="data is 8000 Hz, the model expects 16000 Hz"):
         validate(tiny_export, tiny_run, [clip])
+
+
+def test_four_runs_in_a_row_give_the_same_verdict(tiny_export, tiny_run, data_spec, tmp_path):
+    """The same export validated four times on this (shared, loaded) machine: the same exit
+    code and checks, the same accuracy numbers, and latency medians that stay close (the gates
+    decide on the median over 7 rounds of each round's p99, not on one noisy p99)."""
+    runs = []
+    for i in range(4):
+        out = tmp_path / str(i)
+        out.mkdir()
+        res = _validate(tiny_export, tiny_run, data_spec, out)
+        report = json.loads((out / "report.json").read_text())
+        runs.append((res.exit_code, report))
+    codes = {code for code, _ in runs}
+    verdicts = [{c["name"]: c["passed"] for c in r["checks"]} for _, r in runs]
+    p99 = [r["latency"]["median_p99_us"] for _, r in runs]
+    print("exit codes", [c for c, _ in runs], "median p99 µs", p99)
+    assert len(codes) == 1 and codes <= {0, 1}, runs[0][1]
+    assert all(v == verdicts[0] for v in verdicts)
+    accuracy = [[(c["name"], c["measured"]) for c in r["checks"]
+                 if c["name"].startswith("sdr_drop")] for _, r in runs]
+    assert all(a == accuracy[0] for a in accuracy)  # deterministic
+    assert max(p99) / min(p99) < 4, p99

@@ -31,7 +31,7 @@ def reference_stepper(smodel):
 
     backend = KerasBackend.from_streaming_model(smodel)
     masks = next(t for t in backend.outputs if t.role == "masks")
-    return Stepper(backend, nb_sources=masks.shape[-1])
+    return Stepper(backend, nb_sources=masks.shape[-1], record=True)
 
 
 def calibration_clips(data: str, cfg, *, split: str = "train", limit: int | None = 8, seed=0):

@@ -19,7 +19,7 @@ from pathlib import Path
 from edgesep.contract import MANIFEST_NAME, artefact_entry, write_manifest
 from edgesep.data import SOURCES
 from edgesep.errors import EdgesepError
-from edgesep.files import write_json_atomic
+from edgesep.files import check_writable_dir, write_json_atomic
 from edgesep.runs import weights_sha256
 from edgesep.runtime.backends import LiteRtBackend, OnnxRuntimeBackend
 from edgesep.runtime.stepper import Stepper
@@ -59,8 +59,6 @@ def export_run(
     Calibration and the accuracy check use ``calib_data`` (a ``load_clips`` spec; default the
     run's training data): ``calib_frames`` train frames, ``eval_clips`` val clips.
     """
-    from tqdm import tqdm
-
     from edgesep.calibration.ranges import range_report
     from edgesep.calibration.representative import (
         calibration_clips,
@@ -68,6 +66,7 @@ def export_run(
         reference_stepper,
         representative_dataset,
     )
+    from edgesep.console import progress as progress_bar
     from edgesep.export import tflite
     from edgesep.export.accuracy import AccuracyCheck
     from edgesep.models import build_streaming_model, count_macs, count_parameters
@@ -80,6 +79,7 @@ def export_run(
         raise EdgesepError(f"--prune takes a fraction in (0, 1), got {prune}")
     if structured and prune is None:
         raise EdgesepError("--structured needs --prune FRACTION")
+    check_writable_dir(out_dir, "export folder")
     model, cfg = load_run(run_dir)
     data = calib_data or cfg.train.data
     precisions = ["float32"] + [p for p, on in (("float16", fp16), ("dynamic", dynamic),
@@ -89,11 +89,11 @@ def export_run(
     steps += precisions + (["onnx"] if onnx else []) + ["manifest"]
     for note in clean_stale(out_dir):
         log.warning(note)
-    bar = tqdm(steps, desc="export", unit="step", disable=not progress)
+    bar = progress_bar(len(steps), "export", "step", enabled=progress, every=None)
 
     def advance(name: str) -> None:
-        bar.set_postfix_str(name)
         bar.update(1)
+        bar.set_postfix_str(f"{name} done")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"

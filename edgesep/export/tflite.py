@@ -40,10 +40,15 @@ def convert(smodel, precision: str = "float32", representative=None) -> bytes:
     """TFLite flatbuffer of the streaming model at ``precision`` (see ``quantize.PRECISIONS``)."""
     import tensorflow as tf
 
+    from edgesep.console import captured_stderr, quiet_library_warnings
+
     concrete = serving_function(smodel)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], smodel)
     configure(converter, precision, representative)
-    return converter.convert()
+    # the int8 calibrator creates a (deprecated) tf.lite.Interpreter; the MLIR quantiser
+    # prints "fully_quantize: ..." on fd 2
+    with quiet_library_warnings(), captured_stderr():
+        return converter.convert()
 
 
 _PROBE = """

@@ -38,5 +38,8 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in _KERAS:
+        from edgesep.console import import_tensorflow
+
+        import_tensorflow()  # its start-up lines captured
         return getattr(importlib.import_module(_KERAS[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

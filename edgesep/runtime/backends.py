@@ -47,9 +47,12 @@ class _TfliteBackend(Backend):
     format = "tflite"
 
     def _load(self, interpreter_cls, model: bytes) -> None:
+        from edgesep.console import captured_stderr
+
         try:
-            self._interp = interpreter_cls(model_content=model, num_threads=self.threads)
-            self._interp.allocate_tensors()
+            with captured_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self._interp = interpreter_cls(model_content=model, num_threads=self.threads)
+                self._interp.allocate_tensors()
             runner_ins = self._interp.get_signature_runner().get_input_details()
             runner_outs = self._interp.get_signature_runner().get_output_details()
         except (ValueError, RuntimeError) as exc:

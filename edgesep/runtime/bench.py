@@ -46,6 +46,8 @@ def benchmark(
                 fn(i)
                 stats.add(time.perf_counter_ns() - s)
             results[f"{label}_{phase}"] = stats.summary()
+            if phase == "steady":
+                results[f"{label}_{phase}"]["histogram"] = stats.histogram()
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return results
 

@@ -69,6 +69,15 @@ class LatencyStats:
         edge = _FIRST_US * _GROWTH**idx
         return float(min(max(edge, self.min_ns / 1000.0), self.max_ns / 1000.0))
 
+    def histogram(self) -> dict:
+        """The non-empty bins, JSON-ready: ``{"lower_us": [...], "counts": [...],
+        "growth": 1.01}``; bin ``i`` holds durations in ``(lower_us[i], lower_us[i] * growth]``
+        (the first bin of all also everything below 0.1 µs)."""
+        nonzero = np.flatnonzero(self._hist)
+        lower = [0.0 if i == 0 else _FIRST_US * _GROWTH ** (i - 1) for i in nonzero]
+        return {"lower_us": [round(v, 4) for v in lower],
+                "counts": [int(c) for c in self._hist[nonzero]], "growth": _GROWTH}
+
     @property
     def real_time_factor(self) -> float:
         """Compute time / audio time (< 1: faster than real time)."""

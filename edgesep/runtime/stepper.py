@@ -43,14 +43,14 @@ class Stepper:
     """A streaming model as a per-frame function ``features -> masks`` carrying its states.
 
     ``inputs``/``outputs`` are the model's tensors (from the backend); build it with
-    :meth:`for_artefact` to check them against a manifest first. After each :meth:`step`,
-    :attr:`last_feeds` and :attr:`last_outputs` hold the raw tensors of that call (calibration
-    records them).
+    :meth:`for_artefact` to check them against a manifest first. With ``record``, after each
+    :meth:`step` :attr:`last_feeds` and :attr:`last_outputs` hold the raw tensors of that call
+    (calibration records them; the runtime does not, to allocate nothing per hop for it).
     """
 
     def __init__(self, backend: Backend, nb_sources: int,
-                 artefact: Artefact | None = None) -> None:
-        self.backend, self.artefact = backend, artefact
+                 artefact: Artefact | None = None, record: bool = False) -> None:
+        self.backend, self.artefact, self.record = backend, artefact, record
         self.inputs, self.outputs = list(backend.inputs), list(backend.outputs)
         frames = [t for t in self.inputs if t.role == FRAME]
         masks = [t for t in self.outputs if t.role == MASKS]
@@ -108,7 +108,8 @@ class Stepper:
         feeds = self._feeds
         feeds[self._frame.name] = quantise(np.reshape(features, self._frame.shape), self._frame)
         out = self.backend.run(feeds)
-        self.last_feeds, self.last_outputs = dict(feeds), out
+        if self.record:
+            self.last_feeds, self.last_outputs = dict(feeds), out
         for spec, src, same in self._links:
             raw = out[src.name]
             feeds[spec.name] = raw if same else quantise(dequantise(raw, src), spec)
