@@ -24,7 +24,7 @@ from edgesep.files import sha256_bytes, sha256_file, write_json_atomic
 
 log = logging.getLogger("edgesep.pipeline")
 
-STAGES = ("data", "train", "export", "stream_check", "validate", "report")
+STAGES = ("data", "train", "export", "stream_check", "validate", "firmware", "report")
 #: Short training on two CPU cores: small batches of short patches.
 DEMO_TRAIN = {"steps": 300, "batch_size": 8, "patch_frames": 64, "checkpoint_every": 50,
               "validate_every": 100}
@@ -139,6 +139,9 @@ class Pipeline:
         self.results["validate"] = self.stage(
             "validate", self._validate, [self.out / "validate"]
         )
+        self.results["firmware"] = self.stage(
+            "firmware", self._firmware, [self.out / "firmware"]
+        )
         self.results["report"] = self.stage(
             "report", self._report, [self.out / "report.md", self.out / "report.html"]
         )
@@ -231,6 +234,25 @@ class Pipeline:
             write_json_atomic(out / f"bench-{export.name}-{precision}-{backend}.json", result)
             summary["bench"][f"{export.name}/{precision}/{backend}"] = result
         return summary
+
+    def _firmware(self) -> dict:
+        """The int8 export as C for a device (edgesep firmware), checked on TensorFlow Lite
+        Micro; without the [firmware] extra the stage says so and the report shows why."""
+        import importlib.util
+
+        from edgesep.firmware_bridge import build_firmware
+        from edgesep.firmware_bridge.emit import memory_table
+
+        out = self.out / "firmware"
+        if importlib.util.find_spec("tflite_micro") is None:
+            write_json_atomic(out / "firmware.json", {
+                "skipped": "TensorFlow Lite Micro is not installed: pip install "
+                           "'edgesep[firmware]' (the tflite-micro package)"})
+            return {"skipped": True}
+        result = build_firmware(self.export_dir, out, precision="int8", name="edgesep",
+                                force=True, data=self.data, frames=500)
+        return {"memory": [list(row) for row in memory_table(result.spec)],
+                "parity": result.summary["parity"], "ops": result.summary["ops"]}
 
     def _report(self) -> dict:
         from edgesep.report import write_report

@@ -144,8 +144,10 @@ def write_report(pipe) -> dict:
              f"steady state of 1000 hops. Created {created}.")
     stream_line = ", ".join(f"{k}: {v:.1e}" for k, v in stream.items())
 
+    device_md, device_rows = device_section(pipe)
     md = ["# edgesep pipeline report", "", intro, "", "## Numbers", "", _md_table(*numbers), "",
           "## Validation gates", "", _md_table(*gates), "",
+          "## Device (int8 on TensorFlow Lite Micro: `firmware/`)", "", device_md, "",
           f"Streaming vs offline (max abs, tolerance 1e-4): {stream_line}.", "",
           "## Machine and software", "", _md_table(*machine_rows), "",
           "## Plots", ""]
@@ -159,6 +161,9 @@ def write_report(pipe) -> dict:
     body = [f"<h1>edgesep pipeline report</h1><p>{html.escape(intro)}</p>",
             "<h2>Numbers</h2>", _html_table(*numbers), "<h2>Validation gates</h2>",
             _html_table(*gates),
+            "<h2>Device (int8 on TensorFlow Lite Micro)</h2>",
+            (_html_table(*device_rows) if device_rows else "")
+            + f"<p>{html.escape(device_md.split(chr(10))[-1])}</p>",
             f"<p>Streaming vs offline (max abs, tolerance 1e-4): {html.escape(stream_line)}</p>",
             "<h2>Machine and software</h2>", _html_table(*machine_rows),
             "<h2>Plots</h2>"]
@@ -177,6 +182,24 @@ def write_report(pipe) -> dict:
             "text-align:right}</style></head><body>" + "\n".join(body) + "</body></html>")
     (out / "report.html").write_text(page)
     return {"report": str(out / "report.html"), "plots": [str(p) for p in plots]}
+
+
+def device_section(pipe) -> tuple[str, tuple[list[str], list[list[str]]] | None]:
+    """The firmware stage's memory table and TFLite Micro parity, as Markdown and rows."""
+    result = pipe.results.get("firmware") or {}
+    if result.get("skipped") or "memory" not in result:
+        why = "not run: pip install 'edgesep[firmware]' (tflite-micro) and re-run the pipeline"
+        return f"Device section {why}.", None
+    rows = (["what", "bytes", "how measured"], [list(r) for r in result["memory"]])
+    lines = []
+    for name, label in (("litert", "LiteRT"), ("litert_reference", "LiteRT reference kernels")):
+        p = (result.get("parity") or {}).get(name)
+        if p:
+            verdict = "bit-exact" if p["bit_exact"] else (
+                f"{p['mask_mismatches']:,} of {p['mask_elements']:,} mask values differ, "
+                f"max {p['mask_max_diff']:g} LSB")
+            lines.append(f"TFLite Micro vs {label} over {p['frames']} frames: {verdict}.")
+    return _md_table(*rows) + "\n\n" + " ".join(lines), rows
 
 
 #: The precisions separated for the plots and audio, side by side.

@@ -92,7 +92,7 @@ def test_pipeline_interrupted_then_resumed_writes_the_report(tmp_path, tiny_toml
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[train] up to date, skipped" in result.stderr
     _quiet(result.stderr + result.stdout)
-    for stage in ("export", "stream_check", "validate", "report"):  # a line for every stage
+    for stage in ("export", "stream_check", "validate", "firmware", "report"):  # every stage
         assert f"[{stage}] running" in result.stderr and f"[{stage}] done in" in result.stderr
     assert "[validate] export-int8-litert-desktop: latency: 7 rounds" in result.stderr
     assert (out / "run" / "model.weights.h5").read_bytes() == weights  # not retrained
@@ -126,6 +126,10 @@ def test_pipeline_interrupted_then_resumed_writes_the_report(tmp_path, tiny_toml
     for what in ("| CPU |", "| cores |", "| Python |", "| TensorFlow |", "| LiteRT |",
                  "| onnxruntime |", "| git commit |"):
         assert what in md, what
+    # the device section: the firmware folder's memory table and TFLite Micro parity
+    firmware = json.loads((out / "firmware" / "firmware.json").read_text())
+    assert f"{firmware['arena']['bytes']:,}" in md and "TFLite Micro vs LiteRT" in md
+    assert (out / "firmware" / "edgesep_framer.c").is_file()
     pruned = json.loads((out / "export-pruned" / "manifest.json").read_text())
     assert pruned["parameters"] < manifest["parameters"]
 
