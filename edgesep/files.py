@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -88,3 +91,57 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextmanager
+def atomic_folder(out_dir: str | os.PathLike, log=None) -> Iterator[Path]:
+    """Build a folder all or nothing: yields a temporary folder beside ``out_dir`` that replaces
+    ``out_dir`` (an old one is swapped out only then) when the block ends, and is removed if it
+    raises. What killed runs left beside ``out_dir`` is removed first (see
+    :func:`clean_stale`)."""
+    out_dir = Path(out_dir)
+    for note in clean_stale(out_dir):
+        if log is not None:
+            log.warning(note)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def clean_stale(out_dir: str | os.PathLike) -> list[str]:
+    """Remove what killed runs of ``out_dir`` left beside it (``.NAME.tmp-PID`` and
+    ``.NAME.old-PID`` folders whose process is gone); returns one note per folder removed."""
+    notes = []
+    parent = Path(out_dir).parent
+    if not parent.is_dir():
+        return notes
+    for path in parent.glob(f".{Path(out_dir).name}.*-*"):
+        kind, _, pid = path.name.rpartition("-")
+        if not kind.endswith((".tmp", ".old")) or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        notes.append(f"removed {path}, left by an interrupted run (process {pid})")
+    return notes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

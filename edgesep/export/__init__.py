@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import shutil
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 from edgesep.contract import MANIFEST_NAME, artefact_entry, write_manifest
 from edgesep.data import SOURCES
 from edgesep.errors import EdgesepError
-from edgesep.files import check_writable_dir, write_json_atomic
+from edgesep.files import atomic_folder, check_writable_dir, write_json_atomic
 from edgesep.runs import weights_sha256
 from edgesep.runtime.backends import LiteRtBackend, OnnxRuntimeBackend
 from edgesep.runtime.stepper import Stepper
@@ -87,106 +86,92 @@ def export_run(
     needs_calibration = int8 or int16x8
     steps = ["data"] + (["prune"] if prune else []) + (["calibrate"] if needs_calibration else [])
     steps += precisions + (["onnx"] if onnx else []) + ["manifest"]
-    for note in clean_stale(out_dir):
-        log.warning(note)
     bar = progress_bar(len(steps), "export", "step", enabled=progress, every=None)
 
     def advance(name: str) -> None:
         bar.update(1)
         bar.set_postfix_str(f"{name} done")
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
-        train_clips = calibration_clips(data, cfg, split="train")
-        val_clips = calibration_clips(data, cfg, split="val", limit=eval_clips)
-        source_stream = build_streaming_model(model, cfg)
-        check = AccuracyCheck(reference_stepper(source_stream), val_clips, cfg, eval_frames)
-        baseline = check.reference_sdr
-        advance("data")
-        extra: dict = {}
-        if prune:
-            from edgesep.export import prune as pr
+        with atomic_folder(out_dir, log) as tmp:
+            train_clips = calibration_clips(data, cfg, split="train")
+            val_clips = calibration_clips(data, cfg, split="val", limit=eval_clips)
+            source_stream = build_streaming_model(model, cfg)
+            check = AccuracyCheck(reference_stepper(source_stream), val_clips, cfg, eval_frames)
+            baseline = check.reference_sdr
+            advance("data")
+            extra: dict = {}
+            if prune:
+                from edgesep.export import prune as pr
 
-            params_before, macs_before = count_parameters(model), count_macs(cfg)
-            fine_tune = pr.default_fine_tune(cfg, data)
-            if structured:
-                model, cfg, report = pr.prune_structured(model, cfg, prune, fine_tune,
-                                                         prune_steps)
+                params_before, macs_before = count_parameters(model), count_macs(cfg)
+                fine_tune = pr.default_fine_tune(cfg, data)
+                if structured:
+                    model, cfg, report = pr.prune_structured(model, cfg, prune, fine_tune,
+                                                             prune_steps)
+                else:
+                    model, report = pr.prune_magnitude(model, cfg, prune, fine_tune, prune_steps)
+                stream = build_streaming_model(model, cfg)
+                check = AccuracyCheck(reference_stepper(stream), val_clips, cfg, eval_frames)
+                extra["pruning"] = {
+                    **asdict(report), "parameters_before": params_before,
+                    "macs_per_frame_before": macs_before,
+                    "sdr_before_db": round(baseline, 4),
+                    "sdr_after_db": round(check.reference_sdr, 4),
+                }
+                advance("prune")
             else:
-                model, report = pr.prune_magnitude(model, cfg, prune, fine_tune, prune_steps)
-            stream = build_streaming_model(model, cfg)
-            check = AccuracyCheck(reference_stepper(stream), val_clips, cfg, eval_frames)
-            extra["pruning"] = {
-                **asdict(report), "parameters_before": params_before,
-                "macs_per_frame_before": macs_before,
-                "sdr_before_db": round(baseline, 4), "sdr_after_db": round(check.reference_sdr, 4),
-            }
-            advance("prune")
-        else:
-            stream = source_stream
+                stream = source_stream
 
-        frames = None
-        if needs_calibration:
-            frames = calibration_frames(stream, cfg, nb_frames=calib_frames, clips=train_clips)
-            later = calibration_frames(stream, cfg, nb_frames=min(500, calib_frames),
-                                       clips=val_clips, with_outputs=True)
-            with_out = calibration_frames(stream, cfg, nb_frames=min(500, calib_frames),
-                                          clips=train_clips, with_outputs=True)
-            ranges = range_report(with_out, later)
-            write_json_atomic(tmp / "calibration_ranges.json", ranges.to_dict())
-            extra["calibration"] = {"data": data, "frames": len(frames),
-                                    "flagged": [t.name for t in ranges.flagged]}
-            advance("calibrate")
+            frames = None
+            if needs_calibration:
+                frames = calibration_frames(stream, cfg, nb_frames=calib_frames, clips=train_clips)
+                later = calibration_frames(stream, cfg, nb_frames=min(500, calib_frames),
+                                           clips=val_clips, with_outputs=True)
+                with_out = calibration_frames(stream, cfg, nb_frames=min(500, calib_frames),
+                                              clips=train_clips, with_outputs=True)
+                ranges = range_report(with_out, later)
+                write_json_atomic(tmp / "calibration_ranges.json", ranges.to_dict())
+                extra["calibration"] = {"data": data, "frames": len(frames),
+                                        "flagged": [t.name for t in ranges.flagged]}
+                advance("calibrate")
 
-        nb_sources = len(SOURCES)
-        artefacts: dict = {}
-        input_names = list(stream.input_names)
-        for precision in precisions:
-            rep = representative_dataset(frames, input_names) if frames else None
-            path = tmp / f"model_{precision}.tflite"
-            path.write_bytes(tflite.convert(stream, precision, rep))
-            reason = tflite.probe(path, nb_sources) if precision != "float32" else None
-            if reason:
-                raise EdgesepError(f"export of precision {precision} failed: {reason}; nothing "
-                                   f"was written to {out_dir}")
-            stepper = Stepper(LiteRtBackend(path.read_bytes()), nb_sources)
-            artefacts[precision] = _entry(path, precision, "tflite", stepper,
-                                          check.measure(stepper, baseline))
-            advance(precision)
+            nb_sources = len(SOURCES)
+            artefacts: dict = {}
+            input_names = list(stream.input_names)
+            for precision in precisions:
+                rep = representative_dataset(frames, input_names) if frames else None
+                path = tmp / f"model_{precision}.tflite"
+                path.write_bytes(tflite.convert(stream, precision, rep))
+                reason = tflite.probe(path, nb_sources) if precision != "float32" else None
+                if reason:
+                    raise EdgesepError(f"export of precision {precision} failed: {reason}; nothing "
+                                       f"was written to {out_dir}")
+                stepper = Stepper(LiteRtBackend(path.read_bytes()), nb_sources)
+                artefacts[precision] = _entry(path, precision, "tflite", stepper,
+                                              check.measure(stepper, baseline))
+                advance(precision)
 
-        if onnx:
-            from edgesep.export import onnx as ox
+            if onnx:
+                from edgesep.export import onnx as ox
 
-            path = ox.convert(stream, tmp / "model_float32.onnx")
-            stepper = Stepper(OnnxRuntimeBackend(path.read_bytes()), nb_sources)
-            artefacts["onnx_float32"] = _entry(path, "float32", "onnx", stepper,
-                                               check.measure(stepper, baseline))
-            if frames:
-                qpath = ox.quantize_qdq(path, tmp / "model_int8.onnx", frames[:500])
-                stepper = Stepper(OnnxRuntimeBackend(qpath.read_bytes()), nb_sources)
-                artefacts["onnx_int8"] = _entry(qpath, "int8", "onnx", stepper,
-                                                check.measure(stepper, baseline))
-            advance("onnx")
+                path = ox.convert(stream, tmp / "model_float32.onnx")
+                stepper = Stepper(OnnxRuntimeBackend(path.read_bytes()), nb_sources)
+                artefacts["onnx_float32"] = _entry(path, "float32", "onnx", stepper,
+                                                   check.measure(stepper, baseline))
+                if frames:
+                    qpath = ox.quantize_qdq(path, tmp / "model_int8.onnx", frames[:500])
+                    stepper = Stepper(OnnxRuntimeBackend(qpath.read_bytes()), nb_sources)
+                    artefacts["onnx_int8"] = _entry(qpath, "int8", "onnx", stepper,
+                                                    check.measure(stepper, baseline))
+                advance("onnx")
 
-        manifest = build_manifest(
-            cfg, artefacts, parameters=count_parameters(model), macs=count_macs(cfg),
-            source_run=os.path.relpath(run_dir.resolve(), out_dir.resolve()),
-            weights_sha256=weights_sha256(run_dir), extra=extra)
-        write_manifest(tmp, manifest)
-        advance("manifest")
-        if out_dir.exists():  # force: swap the old export out only now
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            manifest = build_manifest(
+                cfg, artefacts, parameters=count_parameters(model), macs=count_macs(cfg),
+                source_run=os.path.relpath(run_dir.resolve(), out_dir.resolve()),
+                weights_sha256=weights_sha256(run_dir), extra=extra)
+            write_manifest(tmp, manifest)
+            advance("manifest")
     finally:
         bar.close()
     return out_dir / MANIFEST_NAME
@@ -226,29 +211,3 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-
-def clean_stale(out_dir: Path) -> list[str]:
-    """Remove what killed exports of ``out_dir`` left beside it (``.NAME.tmp-PID`` and
-    ``.NAME.old-PID`` folders whose process is gone); returns one note per folder removed."""
-    notes = []
-    parent = Path(out_dir).parent
-    if not parent.is_dir():
-        return notes
-    for path in parent.glob(f".{Path(out_dir).name}.*-*"):
-        kind, _, pid = path.name.rpartition("-")
-        if not kind.endswith((".tmp", ".old")) or not pid.isdigit() or _alive(int(pid)):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        notes.append(f"removed {path}, left by an interrupted export (process {pid})")
-    return notes
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -22,8 +22,6 @@ C is cross-compiled for a Cortex-M4F and its sizes go into the memory table.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import numpy as np
 
 from edgesep.contract import check_model_io, load_manifest, read_artefact
 from edgesep.errors import EdgesepError
-from edgesep.files import write_json_atomic, write_text_atomic
+from edgesep.files import atomic_folder, write_json_atomic, write_text_atomic
 
 __all__ = ["FirmwareResult", "build_firmware", "parity_features"]
 
@@ -82,7 +80,6 @@ def build_firmware(export_dir, out_dir, *, precision: str = "int8", name: str = 
     ``data``/``frames``: the audio the TFLM-vs-LiteRT parity check runs on (0 frames: none).
     ``code_size``: cross-compile for a Cortex-M4F when ``arm-none-eabi-gcc`` is found.
     """
-    from edgesep.export import clean_stale
     from edgesep.firmware_bridge import emit, toolchain
     from edgesep.firmware_bridge.tflite_model import check_micro_ops, read_tflite
     from edgesep.firmware_bridge.tflm import (
@@ -121,13 +118,7 @@ def build_firmware(export_dir, out_dir, *, precision: str = "int8", name: str = 
     command = command or (f"edgesep firmware {export_dir} --out {out_dir} --precision "
                           f"{artefact.key} --name {name}")
 
-    for note in clean_stale(out_dir):
-        log.warning(note)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_folder(out_dir, log) as tmp:
         for filename, text in emit.source_files(spec).items():
             write_text_atomic(tmp / filename, text)
         if code_size and toolchain.arm_available():
@@ -141,16 +132,6 @@ def build_firmware(export_dir, out_dir, *, precision: str = "int8", name: str = 
         summary = firmware_summary(spec, command)
         write_text_atomic(tmp / "README.md", emit.readme(spec, command))
         write_json_atomic(tmp / "firmware.json", summary)
-        if out_dir.exists():  # --force: swap the old folder out only now
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return FirmwareResult(out_dir, summary, spec)
 
 
