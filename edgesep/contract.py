@@ -158,10 +158,6 @@ class Manifest:
     source_run_weights_sha256: str | None
     raw: dict = field(repr=False)
 
-    @property
-    def latency_samples(self) -> int:
-        return self.stft.latency_samples
-
     def artefact(self, precision: str | None = None, fmt: str | None = None) -> Artefact:
         """The artefact for ``precision`` (a key such as ``int8``) in format ``fmt``
         (``tflite``/``onnx``; ``None`` = any). With no precision: int8, then float32, ..."""

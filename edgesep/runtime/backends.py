@@ -163,7 +163,6 @@ BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "onnxruntime": ("edgesep.runtime.backends", "OnnxRuntimeBackend", "onnx"),
     "keras": ("edgesep.models.keras_backend", "KerasBackend", None),
 }
-DEFAULT_BACKEND = "litert"
 
 
 def backend_format(name: str) -> str | None:

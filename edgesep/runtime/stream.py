@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesep.audio import read_audio, resample
 from edgesep.contract import Manifest
 from edgesep.dsp import (
     StreamingIstft,
@@ -124,26 +123,6 @@ def separate_offline(stepper: Stepper, sources: tuple[str, ...], cfg,
     masks = stepper.run(magnitude_features(spec, stepper.nb_model_bins))
     est = apply_masks(spec, masks)
     return {src: istft(est[i], cfg, length=len(audio)) for i, src in enumerate(sources)}
-
-
-def read_input(path: str | Path, sample_rate: int, strict: bool = False
-               ) -> tuple[np.ndarray, list[str]]:
-    """Read a file for the model: mono at the model's rate. Returns ``(audio, notices)``;
-    stereo is downmixed and another rate resampled (with a notice), or refused if ``strict``."""
-    audio, rate = read_audio(path, mono=False)
-    notices = []
-    if audio.ndim == 2 and audio.shape[1] > 1:
-        notices.append(f"{path}: {audio.shape[1]} channels downmixed to mono")
-    audio = audio.mean(axis=1) if audio.ndim == 2 else audio
-    if rate != sample_rate:
-        if strict:
-            raise EdgesepError(
-                f"{path}: sample rate {rate} Hz, the model expects {sample_rate} Hz "
-                "(--strict refuses to resample)"
-            )
-        notices.append(f"{path}: resampled {rate} Hz -> {sample_rate} Hz")
-        audio = resample(audio, rate, sample_rate)
-    return audio.astype(np.float32, copy=False), notices
 
 
 def open_streamer(model_dir: str | Path, precision: str | None = None,
