@@ -10,6 +10,11 @@ references, so :func:`evaluate_oracle` builds one separator per clip (``irm_sepa
   through :func:`edgesep.dsp.apply_masks` and :func:`edgesep.dsp.istft`: the ceiling of a
   real-valued mask at this STFT.
 - ``mixture``: the mixture as every estimate; its NSDR is 0 by construction.
+
+Clips with a speech source (``Clip.speech``, e.g. ``mixtures:`` data) are also scored with the
+speech metrics on that source (:mod:`edgesep.speech_metrics`): :func:`format_speech_table`
+tabulates them, :func:`write_csv` adds their columns, :attr:`Evaluation.notes` says why any is
+NaN.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import numpy as np
 from edgesep.data import Clip
 from edgesep.dsp import StftConfig, apply_masks, istft, stft
 from edgesep.errors import EdgesepError
-from edgesep.metrics import METRICS, ClipScore, global_scores, score_clip
+from edgesep.metrics import METRICS, SPEECH_ONLY, ClipScore, global_scores, score_clip
+from edgesep.speech_metrics import SPEECH_METRICS
 
 Separator = Callable[[np.ndarray], dict[str, np.ndarray]]
 ORACLES = ("irm", "mixture")
@@ -33,11 +39,26 @@ _EPS = 1e-8
 
 @dataclass
 class Evaluation:
-    """One method's scores: per clip and global (see :func:`edgesep.metrics.global_scores`)."""
+    """One method's scores: per clip and global (see :func:`edgesep.metrics.global_scores`);
+    ``speech`` names the source scored with the speech metrics (None: no speech source)."""
 
     method: str
     clips: list[ClipScore]
     scores: dict[str, dict[str, float]]
+    speech: str | None = None
+
+    @property
+    def notes(self) -> list[str]:
+        """Every clip's notes (why a speech score is NaN, resampling), each once."""
+        return list(dict.fromkeys(n for c in self.clips for n in c.notes))
+
+    def speech_clips(self) -> list[dict]:
+        """Per clip ``{"clip", "length", SI-SDR, SI-SDRi, PESQ-WB, STOI, ESTOI}`` of the speech
+        source (empty without one)."""
+        if self.speech is None:
+            return []
+        return [{"clip": c.name, "length": c.length,
+                 **{m: c.scores[self.speech][m] for m in SPEECH_METRICS}} for c in self.clips]
 
 
 def irm_separator(clip: Clip, cfg: StftConfig) -> Separator:
@@ -67,16 +88,21 @@ def evaluate_clips(
     on_clip: Callable[[ClipScore], None] | None = None,
 ) -> Evaluation:
     """Score ``separator_for(clip)(clip.mixture)`` on every clip."""
-    scores = []
+    scores, speech = [], set()
     for clip in clips:
         estimates = separator_for(clip)(clip.mixture)
-        score = score_clip(clip.sources, estimates, clip.mixture, clip.name, compute_permutation)
+        score = score_clip(clip.sources, estimates, clip.mixture, clip.name, compute_permutation,
+                           speech=clip.speech, sample_rate=clip.sample_rate)
         scores.append(score)
+        speech.add(clip.speech)
         if on_clip is not None:
             on_clip(score)
     if not scores:
         raise EdgesepError("no clips to evaluate")
-    return Evaluation(method=method, clips=scores, scores=global_scores(scores))
+    if len(speech) > 1:
+        raise EdgesepError(f"clips disagree on their speech source: {sorted(map(str, speech))}")
+    return Evaluation(method=method, clips=scores, scores=global_scores(scores),
+                      speech=speech.pop())
 
 
 def evaluate_separator(
@@ -118,11 +144,31 @@ def format_tables(evaluations: list[Evaluation], title: str = "") -> str:
     return "\n".join(lines[1:])
 
 
+def format_speech_table(evaluations: list[Evaluation], title: str = "") -> str:
+    """The speech source's means as Markdown: rows = methods, columns = SI-SDR, SI-SDRi (dB),
+    PESQ-WB, STOI, ESTOI; empty when no evaluation has a speech source."""
+    evaluations = [e for e in evaluations if e.speech is not None]
+    if not evaluations:
+        return ""
+    width = max(len(e.method) for e in evaluations)
+    lines = [f"Speech ({evaluations[0].speech}){' - ' + title if title else ''}", "",
+             f"| {'Method':<{width}} | SI-SDR | SI-SDRi | PESQ-WB |   STOI |  ESTOI |",
+             f"| {'-' * width} | -----: | ------: | ------: | -----: | -----: |"]
+    for e in evaluations:
+        g = e.scores[e.speech]
+        lines.append(f"| {e.method:<{width}} | {g['SI-SDR']:6.2f} | {g['SI-SDRi']:7.2f} | "
+                     f"{g['PESQ-WB']:7.2f} | {g['STOI']:6.3f} | {g['ESTOI']:6.3f} |")
+    return "\n".join(lines)
+
+
 def write_csv(path: str | Path, evaluations: list[Evaluation]) -> Path:
-    """One row per (method, clip, source): length and every metric in dB."""
+    """One row per (method, clip, source): length and every metric in dB (with speech data,
+    also the speech metrics, filled on the speech source's rows; NaN where undefined)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = [*METRICS, "SDR_mix"]
+    if any(e.speech is not None for e in evaluations):
+        columns += list(SPEECH_ONLY)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "clip", "source", "length", *columns])
@@ -130,5 +176,6 @@ def write_csv(path: str | Path, evaluations: list[Evaluation]) -> Path:
             for c in e.clips:
                 for source, values in c.scores.items():
                     writer.writerow([e.method, c.name, source, c.length,
-                                     *(f"{values[m]:.4f}" for m in columns)])
+                                     *(f"{values[m]:.4f}" if m in values else ""
+                                       for m in columns)])
     return path

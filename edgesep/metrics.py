@@ -9,6 +9,11 @@ same name, as the MIR-1K protocol does.
 NSDR = SDR(estimate) - SDR(mixture used as the estimate). Global scores (GNSDR, GSIR, GSAR,
 SI-SDR) are means over clips weighted by clip length.
 
+Speech data (``speech=`` the name of the speech source, e.g. ``"vocals"`` of ``mixtures:``):
+that source also gets SI-SDRi, PESQ-WB, STOI and ESTOI (:mod:`edgesep.speech_metrics`); their
+global scores are length-weighted means over the clips where they are defined (NaN skipped,
+each NaN explained in :attr:`ClipScore.notes`).
+
 Silent references: BSS Eval is undefined for an all-zero reference (mir_eval raises), so
 :func:`score_clip` raises :class:`EdgesepError` naming the clip and source. An all-zero
 ESTIMATE is a legitimate (bad) answer: it is replaced by deterministic white noise (1e-9 rms),
@@ -26,16 +31,21 @@ from edgesep.errors import EdgesepError
 
 METRICS = ("SDR", "SIR", "SAR", "NSDR", "SI-SDR")
 GLOBAL_METRICS = ("GNSDR", "GSIR", "GSAR", "SI-SDR")
+#: Metrics of the speech source only (see :mod:`edgesep.speech_metrics`).
+SPEECH_ONLY = ("SI-SDRi", "PESQ-WB", "STOI", "ESTOI")
 
 
 @dataclass
 class ClipScore:
     """Scores of one clip: ``scores[source][metric]`` in dB for metric in :data:`METRICS`
-    (plus ``SDR_mix``, the mixture's own SDR); ``length`` in samples."""
+    (plus ``SDR_mix``, the mixture's own SDR, and for the speech source the metrics of
+    :data:`edgesep.speech_metrics.SPEECH_METRICS`); ``length`` in samples; ``notes`` say why a
+    score is NaN."""
 
     name: str
     length: int
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def si_sdr(reference: np.ndarray, estimate: np.ndarray, eps: float = 1e-30) -> float:
@@ -71,9 +81,13 @@ def score_clip(
     mixture: np.ndarray,
     name: str = "clip",
     compute_permutation: bool = False,
+    speech: str | None = None,
+    sample_rate: int = 16000,
 ) -> ClipScore:
     """Score one clip. All arrays mono ``[shape=(nb_samples,)]``; estimates are trimmed or
-    zero-padded to the references' length; every reference needs an estimate of its name."""
+    zero-padded to the references' length; every reference needs an estimate of its name.
+    ``speech``: the source that is speech, also scored with the speech metrics at
+    ``sample_rate``."""
     sources = list(references)
     length = len(mixture)
     missing = [s for s in sources if s not in estimates]
@@ -97,22 +111,42 @@ def score_clip(
             "NSDR": float(sdr[i] - sdr_mix[i]), "SI-SDR": si_sdr(refs[i], ests[i]),
             "SDR_mix": float(sdr_mix[i]),
         }
+        if s == speech:
+            from edgesep.speech_metrics import speech_scores
+
+            values, notes = speech_scores(refs[i], ests[i], mix[i], sample_rate, name)
+            score.scores[s].update(values)
+            score.notes += notes
     return score
 
 
 def global_scores(clip_scores: list[ClipScore]) -> dict[str, dict[str, float]]:
     """Length-weighted means over clips: ``{source: {"GNSDR", "GSIR", "GSAR", "SI-SDR"}}``
-    (plus ``"GSDR"``, the weighted mean SDR)."""
+    (plus ``"GSDR"``, the weighted mean SDR, and the speech source's speech metrics, each over
+    the clips where it is not NaN; NaN when it is NaN on every clip)."""
     if not clip_scores:
         raise EdgesepError("no clips were scored")
     weights = np.array([c.length for c in clip_scores], np.float64)
     weights /= weights.sum()
     names = {"GNSDR": "NSDR", "GSIR": "SIR", "GSAR": "SAR", "SI-SDR": "SI-SDR", "GSDR": "SDR"}
-    return {
+    scores = {
         s: {g: float(np.dot(weights, [c.scores[s][m] for c in clip_scores]))
             for g, m in names.items()}
         for s in clip_scores[0].scores
     }
+    for s, values in scores.items():
+        for m in SPEECH_ONLY:
+            if all(m in c.scores[s] for c in clip_scores):
+                values[m] = _nan_weighted_mean([c.scores[s][m] for c in clip_scores], weights)
+    return scores
+
+
+def _nan_weighted_mean(values: list[float], weights: np.ndarray) -> float:
+    values = np.asarray(values, np.float64)
+    ok = np.isfinite(values)
+    if not ok.any():
+        return float("nan")
+    return float(np.dot(weights[ok], values[ok]) / weights[ok].sum())
 
 
 def _fit(estimate: np.ndarray, length: int, seed: int) -> np.ndarray:

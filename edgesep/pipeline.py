@@ -223,7 +223,8 @@ class Pipeline:
             }
             log.info("[validate] %s: %s", stem, "pass" if report.passed else
                      "FAIL: " + ", ".join(summary["gates"][stem]["failed"]))
-            summary["scores"][f"{export.name}/{precision}/{backend}"] = report.scores
+            # strict JSON: an undefined (NaN) speech score becomes null, as in the report
+            summary["scores"][f"{export.name}/{precision}/{backend}"] = report.to_dict()["scores"]
         for export, precision, backend in ((self.export_dir, "float32", "litert"),
                                            (self.export_dir, "int8", "litert"),
                                            (self.export_dir, "float32", "onnxruntime"),

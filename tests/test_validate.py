@@ -66,6 +66,13 @@ def test_passes_against_its_own_run(tiny_export, tiny_run, data_spec, tmp_path):
             "p99_hop_budget[desktop]", "real_time_factor[desktop]"} <= names
     assert report["target"]["hop_budget"] == float(HOP_BUDGET)
     assert report["latency"]["measured"] and len(report["latency"]["rounds"]) == 7
+    # speech in noise: the speech's means and per-clip speech scores, reference and export
+    for who in ("reference", "export"):
+        assert {"SI-SDR", "SI-SDRi", "PESQ-WB", "STOI", "ESTOI"} <= set(
+            report["scores"][who]["vocals"])
+        assert [c["clip"] for c in report["scores"]["speech_clips"][who]] == [
+            c["clip"] for c in report["scores"]["speech_clips"]["export"]]
+    assert len(report["scores"]["speech_clips"]["export"]) == 2
     for c in report["checks"]:
         assert c["passed"] and c["measured"] <= c["threshold"], c
     suite = ET.parse(tmp_path / "junit.xml").getroot()

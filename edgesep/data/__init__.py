@@ -28,13 +28,16 @@ class Clip:
     """One example: a mixture and its sources, all mono float32 of one length.
 
     ``mixture [shape=(nb_samples,)]``; ``sources[name] [shape=(nb_samples,)]`` for each name in
-    :data:`SOURCES`; the sources add up to the mixture.
+    :data:`SOURCES`; the sources add up to the mixture. ``speech``: the source that is speech
+    (scored with the speech metrics too, see :mod:`edgesep.speech_metrics`), ``"vocals"`` for
+    speech in noise; None when no source is speech (MIR-1K singing, SYNTHETIC audio).
     """
 
     name: str
     mixture: np.ndarray
     sources: dict[str, np.ndarray] = field(default_factory=dict)
     sample_rate: int = 16000
+    speech: str | None = None
 
     def __len__(self) -> int:
         return int(self.mixture.shape[0])

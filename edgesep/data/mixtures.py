@@ -136,6 +136,7 @@ def load_mixtures(
                 mixture=sources["vocals"] + sources["accompaniment"],
                 sources=sources,
                 sample_rate=sample_rate,
+                speech="vocals",
             )
         )
     return clips
