@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from edgesep.errors import EdgesepError
 
@@ -131,6 +130,8 @@ def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
     if orig_rate == target_rate:
         return audio
     ratio = Fraction(int(target_rate), int(orig_rate))
+    from scipy.signal import resample_poly  # imported when needed: seconds to import
+
     out = resample_poly(audio, ratio.numerator, ratio.denominator, axis=0)
     return out.astype(np.float32, copy=False)
 

@@ -85,6 +85,29 @@ class FiniteFloat(click.ParamType):
 FINITE = FiniteFloat()
 POSITIVE = FiniteFloat(positive=True)
 
+
+class ExportDir(click.ParamType):
+    """An export folder, or ``pretrained:NAME`` for a packaged model (its folder, checked
+    against its SHA256SUMS; an unknown name is one ``Error:`` line listing the known ones)."""
+
+    name = "directory"
+
+    def __init__(self) -> None:
+        self._path = click.Path(exists=True, file_okay=False)
+
+    def convert(self, value, param, ctx):
+        from edgesep.pretrained import PREFIX, resolve
+
+        if isinstance(value, str) and value.startswith(PREFIX):
+            try:
+                return str(resolve(value))
+            except EdgesepError as exc:
+                raise UserError(str(exc)) from None
+        return self._path.convert(value, param, ctx)
+
+
+EXPORT_DIR = ExportDir()
+
 DATA_OPTION = click.option(
     "--data",
     "data_spec",
@@ -125,17 +148,24 @@ def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes):
     from pathlib import Path
 
     from edgesep.config import load_config
-    from edgesep.data import load_clips
+    from edgesep.data import load_clips, load_training_data
     from edgesep.files import check_writable_dir
     from edgesep.train import train as run_training
 
     check_writable_dir(out_dir, "run directory")
     cfg = load_config(config_name)
     spec = data_spec or cfg.train.data
-    rate = cfg.stft.sample_rate
-    train_clips = load_clips(spec, "train", sample_rate=rate, limit=limit, seed=cfg.train.seed)
-    val_clips = load_clips(spec, "val", sample_rate=rate, limit=limit, seed=cfg.train.seed)
-    click.echo(f"{cfg.name}: {len(train_clips)} train / {len(val_clips)} val clips from {spec}")
+    rate, seed = cfg.stft.sample_rate, cfg.train.seed
+    train_clips = load_training_data(spec, rate, limit=limit, seed=seed,
+                                     dynamic_mixing=cfg.train.dynamic_mixing)
+    val_clips = load_clips(spec, "val", sample_rate=rate, limit=limit, seed=seed)
+    if cfg.train.dynamic_mixing:
+        s = train_clips.summary()
+        what = (f"dynamic mixing of {s['speech_files']} speech / {s['noise_files']} noise / "
+                f"{s['music_files']} music train files")
+    else:
+        what = f"{len(train_clips)} train clips"
+    click.echo(f"{cfg.name}: {what} / {len(val_clips)} val clips from {spec}")
     max_seconds = None if max_minutes is None else 60 * max_minutes
     metrics = run_training(
         cfg, train_clips, val_clips, Path(out_dir), resume=resume, steps=steps,
@@ -171,7 +201,9 @@ def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes):
 def evaluate(run, oracles, data_spec, split, limit, config_name, csv_path):
     """Score a trained RUN (and/or oracles) with BSS Eval (GNSDR/GSIR/GSAR, length-weighted).
 
-    With a RUN, the table shows it beside the IRM oracle and the unprocessed mixture.
+    With a RUN, the table shows it beside the IRM oracle and the unprocessed mixture. On speech
+    data (mixtures:PATH) the speech is also scored with SI-SDR, SI-SDRi, PESQ-WB, STOI and ESTOI
+    (needs the [speech] extra: pesq, pystoi).
 
     \b
     Example: edgesep evaluate runs/edge1 --data mir1k:/data/MIR-1K --split test --csv clips.csv
@@ -179,7 +211,13 @@ def evaluate(run, oracles, data_spec, split, limit, config_name, csv_path):
     """
     from edgesep.config import load_config
     from edgesep.data import load_clips
-    from edgesep.evaluate import evaluate_oracle, evaluate_separator, format_tables, write_csv
+    from edgesep.evaluate import (
+        evaluate_oracle,
+        evaluate_separator,
+        format_speech_table,
+        format_tables,
+        write_csv,
+    )
 
     if not oracles and not run:
         raise EdgesepError("nothing to evaluate: give a RUN and/or --oracle irm|mixture")
@@ -205,7 +243,14 @@ def evaluate(run, oracles, data_spec, split, limit, config_name, csv_path):
         separate = keras_separator(model, cfg)
         evaluations.append(evaluate_separator(clips, separate, method=f"{cfg.name} ({run})"))
     evaluations += [evaluate_oracle(clips, o, cfg.stft) for o in oracles]
-    click.echo(format_tables(evaluations, title=f"{spec} {split}, {len(clips)} clips"))
+    title = f"{spec} {split}, {len(clips)} clips"
+    click.echo(format_tables(evaluations, title=title))
+    speech = format_speech_table(evaluations, title=title)
+    if speech:
+        click.echo(f"\n{speech}\n(SI-SDR/SI-SDRi dB; means weighted by clip length, each over "
+                   "the clips where it is defined)")
+    for note in dict.fromkeys(n for e in evaluations for n in e.notes):
+        click.echo(f"note: {note}")
     if csv_path:
         click.echo(f"per-clip scores: {write_csv(csv_path, evaluations)}")
 
@@ -229,7 +274,7 @@ THREADS_OPTION = click.option(
 
 
 @cli.command()
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("model_dir", type=EXPORT_DIR)
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("-i", "--input", "more_inputs", multiple=True, type=click.Path(),
               help="An input file or folder (same as a positional INPUT; repeatable).")
@@ -273,6 +318,7 @@ def stream(model_dir, inputs, more_inputs, out_dir, fmt, template, start, durati
       edgesep stream build/edge1 a.flac a.ogg -o sep/ --filename-format '{filename}/{source}.{ext}'
       edgesep stream build/edge1 --live --list-devices
       edgesep stream build/edge1 --live --device 2
+      edgesep stream pretrained:speech-edge noisy.wav -o out/   (a packaged model)
     """
     from edgesep import console
     from edgesep.runtime import stream_files as sfiles
@@ -331,7 +377,7 @@ def stream(model_dir, inputs, more_inputs, out_dir, fmt, template, start, durati
 
 
 @cli.command()
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("model_dir", type=EXPORT_DIR)
 @PRECISION_OPTION
 @BACKEND_OPTION
 @THREADS_OPTION
@@ -367,17 +413,18 @@ def info(target: str, as_json: bool) -> None:
     """Parameters, MACs, receptive field and latency of a model.
 
     TARGET is a packaged config name (edge, paper, ...), a TOML file, a run directory
-    (its config.json) or an export directory (its manifest.json, read without TensorFlow).
+    (its config.json), an export directory (its manifest.json, read without TensorFlow) or
+    pretrained:NAME (a packaged model).
 
     Example: edgesep info edge
     """
     import json
-    from pathlib import Path
 
     from edgesep.config import load_config, read_saved_config
     from edgesep.contract import MANIFEST_NAME, load_manifest, manifest_summary
+    from edgesep.pretrained import resolve
 
-    path = Path(target)
+    path = resolve(target)
     if (path / MANIFEST_NAME).exists():
         figures = manifest_summary(load_manifest(path))
     else:
@@ -438,9 +485,10 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
 
 
 @cli.command()
-@click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--reference", required=True, type=click.Path(exists=True, file_okay=False),
-              help="The run directory (Keras model) or another export (its float32 model).")
+@click.argument("export_dir", type=EXPORT_DIR)
+@click.option("--reference", required=True, type=EXPORT_DIR,
+              help="The run directory (Keras model) or another export (its float32 model; "
+              "pretrained:NAME for a packaged one).")
 @DATA_OPTION
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="val",
               show_default=True)
@@ -450,8 +498,13 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
 @click.option("--max-p99-ms", type=FINITE, default=None,
               help="Largest allowed per-hop p99 latency on the target (ms).")
 @click.option("--target", type=click.Choice(["desktop", "rpi4", "rpi5"]), default="desktop",
-              show_default=True, help="Where the export runs: its latency is measured there "
-              "(validate must run on that machine), against its share of the hop.")
+              show_default=True, help="Where the export runs. On the board itself latency is "
+              "timed; elsewhere a Pi target runs emulated (`edgesep target setup`): accuracy "
+              "on its outputs, parity with this machine, latency estimated from counted "
+              "instructions.")
+@click.option("--parity-lsb", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Largest int8 mask difference allowed between an emulated target and this "
+              "machine.")
 @click.option("--hop-budget", type=FINITE, default=None,
               help="Share of the hop the separator may use, overriding the target's (e.g. 0.8 "
               "on a loaded CI runner; above 1 accepts slower than real time).")
@@ -466,7 +519,8 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
               help="Write a Markdown report.")
 @user_errors
 def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p99_ms, target,
-             hop_budget, no_latency, precision, backend, json_path, junit_path, md_path):
+             parity_lsb, hop_budget, no_latency, precision, backend, json_path, junit_path,
+             md_path):
     """Gate an export on accuracy drop and latency: exit 0 pass, 1 regression, 2 usage error,
     3 internal error.
 
@@ -493,6 +547,7 @@ def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p
     report = gate.validate(export_dir, reference, clips, target=target, precision=precision,
                            backend=backend, max_sdr_drop=max_sdr_drop, max_p99_ms=max_p99_ms,
                            hop_budget=hop_budget, latency=not no_latency,
+                           parity_lsb=parity_lsb,
                            progress=lambda msg: click.echo(f"validate: {msg}", err=True))
     click.echo(gate.markdown(report))
     if json_path:
@@ -534,7 +589,7 @@ def pipeline(out_dir, data_spec, config_name, steps, prune):
 
 
 @cli.command()
-@click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("export_dir", type=EXPORT_DIR)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder to create with the C sources, contract header and README.")
 @click.option("--precision", default="int8", show_default=True,
@@ -574,6 +629,92 @@ def firmware(export_dir, out_dir, precision, prefix, data_spec, frames, force):
     for what, nb_bytes, _how in memory_table(result.spec):
         click.echo(f"{what:40s} {nb_bytes:>12s}")
     click.echo(f"wrote {result.out_dir}")
+
+
+@cli.group()
+def pretrained() -> None:
+    """Models packaged with edgesep; use one as pretrained:NAME wherever an export folder goes.
+
+    \b
+    Example: edgesep pretrained list
+             edgesep stream pretrained:speech-edge noisy.wav -o out/
+    """
+
+
+@pretrained.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@user_errors
+def pretrained_list(as_json: bool) -> None:
+    """The packaged models: what each separates, its framing, files and validation SI-SDRi
+    (its MODEL_CARD.md has the rest)."""
+    import json
+
+    from edgesep.pretrained import describe
+
+    rows = describe()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        files = ", ".join(f"{k} {b / 1024:.0f} KiB" for k, b in row["artefacts"].items())
+        scores = ", ".join(f"{k} {v:.2f} dB" for k, v in row["val_si_sdri_db"].items())
+        click.echo(f"pretrained:{row['name']}  {row['description']}\n"
+                   f"  {row['sample_rate']} Hz, {row['latency_ms']:g} ms algorithmic latency, "
+                   f"sources {', '.join(row['sources'])}; {files}\n"
+                   f"  validation SI-SDRi {scores}\n  {row['path']}")
+
+
+@cli.group()
+def target() -> None:
+    """Raspberry Pi-class targets run under emulation here (qemu-user, aarch64 kernels).
+
+    \b
+    Example: edgesep target setup --counter && edgesep validate build/edge1 \\
+                 --reference runs/edge1 --target rpi5
+    """
+
+
+@target.command("setup")
+@click.option("--counter", is_flag=True,
+              help="Also build qemu with the instruction-count plugin (minutes; needs Debian's "
+              "libglib2.0-dev flex bison ninja-build pkg-config python3-venv), for latency "
+              "estimates on the targets.")
+@click.option("--tflite-runtime", is_flag=True,
+              help="Also the aarch64 wheels of tflite-runtime with numpy < 2 (for "
+              "--backend tflite-runtime on a target).")
+@user_errors
+def target_setup(counter: bool, tflite_runtime: bool) -> None:
+    """Provision qemu-user >= 8, an arm64 Python and the runtime's aarch64 wheels into
+    $EDGESEP_TARGET_CACHE (default ~/.cache/edgesep/targets); resumes after an interruption.
+
+    \b
+    Example: edgesep target setup --counter
+    """
+    from edgesep.targets.provision import setup
+
+    setup(counter=counter, tflite_runtime=tflite_runtime,
+          say=lambda message: click.echo(message, err=True))
+
+
+@target.command("list")
+@user_errors
+def target_list() -> None:
+    """The targets, their CPUs and how each is run here."""
+    from edgesep.targets import TARGETS, check_here
+    from edgesep.targets.provision import toolchain
+
+    tools = toolchain(require=False)
+    missing = tools.missing()
+    for profile in TARGETS.values():
+        if check_here(profile) is None:
+            how = "this machine"
+        elif profile.emulated:
+            how = (f"emulated (qemu -cpu {profile.qemu_cpu}); "
+                   + ("ready" if not missing else "run `edgesep target setup`")
+                   + ("; instruction counter ready" if tools.has_counter else ""))
+        else:
+            how = "not available here"
+        click.echo(f"{profile.describe()}: {how}")
 
 
 def main() -> None:

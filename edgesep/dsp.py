@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 
 import numpy as np
-from scipy.signal import get_window
 
 from edgesep.errors import EdgesepError
 
@@ -67,6 +66,11 @@ class StftConfig:
 
     @cached_property
     def analysis_window(self) -> np.ndarray:
+        if self.window == "hann":  # periodic Hann without importing scipy.signal (seconds on
+            # a Pi, minutes emulated, at every start of a streaming runner)
+            return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(self.n_fft) / self.n_fft)
+        from scipy.signal import get_window
+
         return get_window(self.window, self.n_fft, fftbins=True).astype(np.float64)
 
     @cached_property
@@ -167,9 +171,12 @@ def magnitude_features(spec: np.ndarray, nb_model_bins: int) -> np.ndarray:
     """Model input: ``log1p(|X|)`` of the lowest ``nb_model_bins`` bins, float32.
 
     ``[shape=(..., nb_bins)]`` -> ``[shape=(..., nb_model_bins)]``. The compression keeps the
-    dynamic range small enough for int8 activations.
+    dynamic range small enough for int8 activations. Computed in float64 and rounded once, so
+    every CPU gives the same float32 features (float32 ``log1p`` differs by an ULP or two
+    between x86's AVX-512 kernels and aarch64's, enough to flip an int8 input).
     """
-    return np.log1p(np.abs(spec[..., :nb_model_bins])).astype(np.float32)
+    low = np.asarray(spec[..., :nb_model_bins], dtype=np.complex128)
+    return np.log1p(np.abs(low)).astype(np.float32)
 
 
 def expand_masks(masks: np.ndarray, nb_bins: int) -> np.ndarray:

@@ -162,7 +162,13 @@ class Pipeline:
         resume = any((self.run_dir / "checkpoints").glob("ckpt-*"))
         if resume:
             log.info("[train] resuming from the last checkpoint")
-        metrics = train(self.cfg, self.clips("train"), self.clips("val"), self.run_dir,
+        train_data = self.clips("train")
+        if self.cfg.train.dynamic_mixing:
+            from edgesep.data import load_training_data
+
+            train_data = load_training_data(self.data, self.cfg.stft.sample_rate,
+                                            seed=self.cfg.train.seed, dynamic_mixing=True)
+        metrics = train(self.cfg, train_data, self.clips("val"), self.run_dir,
                         resume=resume, progress=self.progress)
         return {k: metrics[k] for k in ("steps", "final_train_loss", "best_val_loss", "device")}
 
@@ -208,6 +214,9 @@ class Pipeline:
                 (self.pruned_dir, "int8", "litert", "desktop")]
         jobs += [(self.export_dir, "int8", "litert", t) for t in gate.targets.TARGETS
                  if gate.targets.check_here(gate.targets.TARGETS[t]) is None]
+        summary["targets"] = {job[3]: {"how": "this machine", "gate": "-".join(
+            [job[0].name, *job[1:]])} for job in jobs
+            if job[0] == self.export_dir and job[1:3] == ("int8", "litert")}
         for export, precision, backend, target in jobs:
             stem = f"{export.name}-{precision}-{backend}-{target}"
             report = gate.validate(
@@ -225,6 +234,7 @@ class Pipeline:
                      "FAIL: " + ", ".join(summary["gates"][stem]["failed"]))
             # strict JSON: an undefined (NaN) speech score becomes null, as in the report
             summary["scores"][f"{export.name}/{precision}/{backend}"] = report.to_dict()["scores"]
+        self._emulated_targets(clips[:1], out, summary)
         for export, precision, backend in ((self.export_dir, "float32", "litert"),
                                            (self.export_dir, "int8", "litert"),
                                            (self.export_dir, "float32", "onnxruntime"),
@@ -235,6 +245,35 @@ class Pipeline:
             write_json_atomic(out / f"bench-{export.name}-{precision}-{backend}.json", result)
             summary["bench"][f"{export.name}/{precision}/{backend}"] = result
         return summary
+
+    def _emulated_targets(self, clips: list, out: Path, summary: dict) -> None:
+        """The int8 export on each Raspberry Pi this machine is not, under qemu-user (one
+        clip: emulation is slow), when ``edgesep target setup`` has provisioned it."""
+        from edgesep import validate as gate
+        from edgesep.targets import TARGETS, check_here
+        from edgesep.targets.provision import toolchain
+
+        tools = toolchain(require=False)
+        for name, profile in TARGETS.items():
+            if name in summary["targets"] or not profile.emulated or check_here(profile) is None:
+                continue
+            if tools.missing():
+                summary["targets"][name] = {"how": "skipped: run `edgesep target setup "
+                                                   "--counter` and re-run the pipeline"}
+                continue
+            stem = f"{self.export_dir.name}-int8-litert-{name}"
+            report = gate.validate(
+                self.export_dir, self.run_dir, clips, target=name, precision="int8",
+                max_sdr_drop=0.5, latency=tools.has_counter,
+                progress=lambda msg, stem=stem: log.info("[validate] %s: %s", stem, msg))
+            gate.write_json(report, out / f"{stem}.json")
+            gate.write_junit(report, out / f"{stem}.xml")
+            gate.write_markdown(report, out / f"{stem}.md")
+            failed = [c.name for c in report.checks if not c.passed]
+            summary["gates"][stem] = {"passed": report.passed, "failed": failed}
+            summary["targets"][name] = {"how": "emulated (qemu-user)", "gate": stem}
+            log.info("[validate] %s: %s", stem, "pass" if report.passed else
+                     "FAIL: " + ", ".join(failed))
 
     def _firmware(self) -> dict:
         """The int8 export as C for a device (edgesep firmware), checked on TensorFlow Lite

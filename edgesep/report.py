@@ -74,6 +74,41 @@ def gates_table(pipe) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def targets_table(pipe) -> tuple[list[str], list[list[str]]]:
+    """One row per target: how the int8 export ran there, its parity with this machine, its
+    accuracy and its per-hop cost, measured or estimated (and how)."""
+    header = ["target", "ran", "parity (int8 masks / audio)", "SDR vocals (dB)",
+              "instructions per hop", "per-hop µs", "latency method"]
+    rows = []
+    for name, entry in pipe.results["validate"].get("targets", {}).items():
+        if "gate" not in entry:
+            rows.append([name, entry["how"], "", "", "", "", ""])
+            continue
+        report = json.loads((pipe.out / "validate" / f"{entry['gate']}.json").read_text())
+        checks = {c["name"]: c for c in report["checks"]}
+        parity = report.get("parity") or {}
+        if parity:
+            masks, audio = checks[f"parity_masks[{name}]"], checks[f"parity_audio[{name}]"]
+            parity_text = (f"{'pass' if masks['passed'] and audio['passed'] else 'FAIL'}: "
+                           f"{parity['max_mask_difference']:g} LSB / "
+                           f"{parity['max_audio_difference']:.1e}")
+        else:
+            parity_text = "this machine is the reference"
+        latency = report["latency"]
+        if latency.get("estimated"):
+            per_hop = f"{latency['estimated_hop_us']:.0f} (estimate)"
+            instructions, method = f"{latency['instructions_per_hop']:,.0f}", latency["method"]
+        elif latency.get("measured"):
+            per_hop = f"{latency['median_p50_us']:.0f} p50 / {latency['median_p99_us']:.0f} p99"
+            instructions, method = "", "timed on the target"
+        else:
+            per_hop, instructions, method = "", "", latency.get("why", "not measured")
+        rows.append([name, entry["how"], parity_text,
+                     f"{report['scores']['export']['vocals']['GSDR']:.2f}", instructions,
+                     per_hop, method])
+    return header, rows
+
+
 def _value(number, unit: str) -> str:
     if number is None:
         return "n/a"
@@ -129,6 +164,7 @@ def write_report(pipe) -> dict:
 
     numbers = numbers_table(pipe)
     gates = gates_table(pipe)
+    target_rows = targets_table(pipe)
     machine = provenance(pipe)
     machine_rows = (["what", "value"], [[k, v] for k, v in machine.items()])
     sources = list(clip.sources)
@@ -146,6 +182,7 @@ def write_report(pipe) -> dict:
 
     device_md, device_rows = device_section(pipe)
     md = ["# edgesep pipeline report", "", intro, "", "## Numbers", "", _md_table(*numbers), "",
+          "## Targets (int8, ai-edge-litert)", "", _md_table(*target_rows), "",
           "## Validation gates", "", _md_table(*gates), "",
           "## Device (int8 on TensorFlow Lite Micro: `firmware/`)", "", device_md, "",
           f"Streaming vs offline (max abs, tolerance 1e-4): {stream_line}.", "",
@@ -159,7 +196,9 @@ def write_report(pipe) -> dict:
     (out / "report.md").write_text("\n".join(md) + "\n")
 
     body = [f"<h1>edgesep pipeline report</h1><p>{html.escape(intro)}</p>",
-            "<h2>Numbers</h2>", _html_table(*numbers), "<h2>Validation gates</h2>",
+            "<h2>Numbers</h2>", _html_table(*numbers),
+            "<h2>Targets (int8, ai-edge-litert)</h2>", _html_table(*target_rows),
+            "<h2>Validation gates</h2>",
             _html_table(*gates),
             "<h2>Device (int8 on TensorFlow Lite Micro)</h2>",
             (_html_table(*device_rows) if device_rows else "")

@@ -4,8 +4,13 @@ Each check has a name, a threshold and a measured value; the export passes when 
 does. Accuracy: the exported model and the reference (a run's Keras model, or another
 export's float32 model) separate the same clips; the drop is the reference's length-weighted
 SDR minus the export's, per source. Latency: per-hop time (streaming DSP + model) measured on
-the target itself, in several rounds, gated on the median of the per-round p99 (a Raspberry Pi
-target's budget is never checked against another machine's timing: see edgesep.targets).
+the target itself, in several rounds, gated on the median of the per-round p99.
+
+A Raspberry Pi target validated on another machine runs under emulation (qemu-user with the
+aarch64 kernels, :mod:`edgesep.targets.emulator`): its accuracy is scored on its own outputs,
+a parity gate compares them with this machine's (int8 masks bit-exact, audio within
+``PARITY_TOLERANCE``), and its latency is estimated from the instructions counted per hop on
+its ISA (:meth:`edgesep.targets.TargetProfile.estimate_us`), never from this machine's timing.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 from edgesep import targets
 from edgesep.data import Clip
 from edgesep.errors import EdgesepError
-from edgesep.evaluate import Evaluation, evaluate_separator
+from edgesep.evaluate import Evaluation, evaluate_clips, evaluate_separator
 from edgesep.files import write_json_atomic, write_text_atomic
 from edgesep.runtime import (
     Manifest,
@@ -31,12 +36,15 @@ from edgesep.runtime import (
     load_manifest,
     separate_file,
 )
+from edgesep.runtime.backends import backend_format
 from edgesep.runtime.stream import STREAM_TOLERANCE, open_streamer, streaming_difference
 from edgesep.targets import TargetProfile
 
 #: Latency is measured in this many rounds of ``LATENCY_HOPS`` hops; the gates use the median
 #: of the per-round p99 (one round can be hit by another job on a shared machine).
 LATENCY_ROUNDS, LATENCY_HOPS = 7, 300
+#: Largest |target - desktop| of float masks and of output audio (float rounding only).
+PARITY_TOLERANCE = 1e-5
 
 
 @dataclass
@@ -60,6 +68,8 @@ class ValidationReport:
     scores: dict = field(default_factory=dict)
     latency: dict = field(default_factory=dict)
     machine: str = field(default_factory=platform.platform)
+    emulated: bool = False  # the target's outputs came from qemu-user on this machine
+    parity: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -92,11 +102,12 @@ def export_separator(
 
 
 def reference_separator(
-    reference: str | Path, sample_rate: int | None = None
+    reference: str | Path, sample_rate: int | None = None, backend: str = "litert"
 ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """A run directory (Keras model; needs the [train] extra) or an export directory (its
-    float32 TFLite model, no TensorFlow). With ``sample_rate``, a reference at another rate
-    than the export is refused (its scores would not be comparable)."""
+    float32 TFLite model, no TensorFlow; on ``backend`` when that runs TFLite, else LiteRT).
+    With ``sample_rate``, a reference at another rate than the export is refused (its scores
+    would not be comparable)."""
     reference = Path(reference)
 
     def check_rate(rate: int) -> None:
@@ -107,7 +118,8 @@ def reference_separator(
     if (reference / "manifest.json").exists():
         ref_manifest = load_manifest(reference)
         check_rate(ref_manifest.stft.sample_rate)
-        _, separate = export_separator(ref_manifest, "float32")
+        tflite = backend if backend_format(backend) == "tflite" else "litert"
+        _, separate = export_separator(ref_manifest, "float32", tflite)
         return separate
     if (reference / "config.json").exists():
         from edgesep.config import read_saved_config
@@ -133,13 +145,16 @@ def validate(
     hop_budget: float | None = None,
     latency: bool = True,
     progress: Callable[[str], None] | None = None,
+    parity_lsb: int = 0,
 ) -> ValidationReport:
     """Score the export against the reference on ``clips`` and time it; see the module doc.
 
     ``hop_budget`` overrides the target's share of the hop for the latency checks (a loaded
     CI runner may need more than the profile's share; above 1 accepts slower than real time).
-    The latency gates run only on the target itself (:func:`edgesep.targets.check_here`);
-    ``latency=False`` gates accuracy only.
+    Latency is timed only on the target itself (:func:`edgesep.targets.check_here`);
+    ``latency=False`` gates accuracy only. An ARM target that is not this machine runs
+    emulated (see the module doc); ``parity_lsb`` is the largest int8 mask difference allowed
+    between it and this machine.
     """
     profile = targets.profile(target)
     if not clips:
@@ -152,10 +167,14 @@ def validate(
         if hop_budget <= 0:
             raise EdgesepError(f"--hop-budget must be a positive fraction, got {hop_budget}")
         profile = dataclasses.replace(profile, hop_budget=hop_budget)
-    not_here = targets.check_here(profile) if latency else None
-    if not_here:
-        raise EdgesepError(f"target {profile.name}: latency is measured on the target only; "
-                           f"{not_here}")
+    emulated = targets.check_here(profile) is not None
+    if emulated:
+        _check_emulation(profile, latency)
+        if max_p99_ms is not None:
+            raise EdgesepError(f"--max-p99-ms needs a timing on the board; emulated {profile.name} "
+                               "gives an estimated mean per hop (gated on its hop budget)")
+    if parity_lsb < 0:
+        raise EdgesepError(f"--parity-lsb must be >= 0, got {parity_lsb}")
     say = progress or (lambda message: None)
     manifest = load_manifest(export_dir)
     rate = manifest.stft.sample_rate
@@ -163,20 +182,31 @@ def validate(
     if wrong:
         raise EdgesepError(f"data is {', '.join(map(str, wrong))} Hz, the model expects {rate} Hz")
     streamer, exported = export_separator(manifest, precision, backend)
-    separate_reference = reference_separator(reference, rate)
+    separate_reference = reference_separator(reference, rate, backend)
     report = ValidationReport(
         export=str(export_dir), reference=str(reference), target=profile,
         precision=streamer.stepper.artefact.key, backend=backend,
     )
     say(f"separating {len(clips)} clips with the reference")
     ev_ref = evaluate_separator(clips, separate_reference, method="reference")
-    say(f"separating {len(clips)} clips with the export ({report.precision}, {backend})")
-    ev_exp = evaluate_separator(clips, exported, method=report.precision)
+    if emulated:
+        report.emulated = True
+        ev_exp = _emulated_accuracy(report, streamer, clips, parity_lsb, say)
+    else:
+        say(f"separating {len(clips)} clips with the export ({report.precision}, {backend})")
+        ev_exp = evaluate_separator(clips, exported, method=report.precision)
     report.scores = {"reference": ev_ref.scores, "export": ev_exp.scores}
+    if ev_exp.speech is not None:  # speech data: per-clip SI-SDR(i), PESQ-WB, STOI, ESTOI
+        report.scores["speech_clips"] = {"reference": ev_ref.speech_clips(),
+                                         "export": ev_exp.speech_clips()}
+        report.scores["notes"] = list(dict.fromkeys(ev_ref.notes + ev_exp.notes))
     _accuracy_checks(report, ev_ref, ev_exp, max_sdr_drop)
     say("streaming vs offline")
     _stream_check(report, streamer, clips[0])
-    if latency:
+    if latency and emulated:
+        say(f"latency: counting instructions per hop on emulated {profile.cpu}")
+        _estimated_latency_checks(report, streamer, profile, clips[0].mixture)
+    elif latency:
         say(f"latency: {LATENCY_ROUNDS} rounds of {LATENCY_HOPS} hops")
         _latency_checks(report, streamer, profile, max_p99_ms, clips[0].mixture)
     else:
@@ -192,6 +222,88 @@ def _accuracy_checks(report, ev_ref: Evaluation, ev_exp: Evaluation, max_drop: f
             f"reference {ref['GSDR']:.2f} dB, export {ev_exp.scores[source]['GSDR']:.2f} dB "
             "(length-weighted SDR)",
         ))
+
+
+def _check_emulation(profile: TargetProfile, latency: bool) -> None:
+    """Refuse, before any work, a target this machine can neither be nor emulate."""
+    from edgesep.targets.provision import toolchain
+
+    if not profile.emulated:
+        raise EdgesepError(f"target {profile.name}: {targets.check_here(profile)}")
+    tools = toolchain()
+    if latency and not tools.has_counter:
+        raise EdgesepError(f"target {profile.name} is emulated here and its latency is estimated "
+                           "from counted instructions: run `edgesep target setup --counter`, or "
+                           "pass --no-latency to gate accuracy and parity only")
+
+
+def _emulated_accuracy(report, streamer: Streamer, clips: list[Clip], parity_lsb: int,
+                       say: Callable[[str], None]) -> Evaluation:
+    """Separate ``clips`` here and on the emulated target; gate their parity and return the
+    target's scores."""
+    from edgesep.targets.emulator import separate_on_target
+    from edgesep.targets.worker import stream_clip
+
+    profile = report.target
+    say(f"separating {len(clips)} clips here ({platform.machine()}) for the parity check")
+    here = [stream_clip(streamer, c.mixture) for c in clips]
+    say(f"separating {len(clips)} clips on emulated {profile.cpu} (qemu-user; slow)")
+    there = separate_on_target(profile, report.export, report.precision, report.backend,
+                               [c.mixture for c in clips])
+    _parity_checks(report, streamer, clips, here, there, parity_lsb)
+    by_name = {c.name: out for c, out in zip(clips, there, strict=True)}
+    return evaluate_clips(clips, lambda clip: lambda _mixture: by_name[clip.name],
+                          method=f"{report.precision} on {profile.name}")
+
+
+def _parity_checks(report, streamer: Streamer, clips: list[Clip], here: list[dict],
+                   there: list[dict], parity_lsb: int) -> None:
+    integer = np.issubdtype(streamer.stepper.masks_spec.dtype, np.integer)
+    mask_diff = audio_diff = 0.0
+    frames = differing = 0
+    for a, b in zip(here, there, strict=True):
+        if a["masks"].shape != b["masks"].shape:
+            raise EdgesepError(f"the target returned masks {b['masks'].shape}, expected "
+                               f"{a['masks'].shape}")
+        delta = np.abs(a["masks"].astype(np.float64) - b["masks"].astype(np.float64))
+        mask_diff = max(mask_diff, float(delta.max(initial=0.0)))
+        frames += len(delta)
+        differing += int(delta.reshape(len(delta), -1).any(axis=1).sum())
+        audio_diff = max(audio_diff, *(float(np.max(np.abs(a[s] - b[s]), initial=0.0))
+                                       for s in streamer.sources))
+    name = report.target.name
+    report.parity = {"frames": frames, "frames_differing": differing,
+                     "max_mask_difference": mask_diff, "max_audio_difference": audio_diff,
+                     "mask_unit": "LSB" if integer else "abs"}
+    where = f"{len(clips)} clips, {frames} hops, {name} (emulated) vs {platform.machine()}"
+    mask_limit = float(parity_lsb) if integer else PARITY_TOLERANCE
+    report.checks.append(Check(
+        f"parity_masks[{name}]", mask_diff <= mask_limit, mask_diff, mask_limit,
+        "LSB" if integer else "max abs",
+        f"{where}: {differing} hops with any mask differing (raw model output)"))
+    report.checks.append(Check(
+        f"parity_audio[{name}]", audio_diff <= PARITY_TOLERANCE, audio_diff, PARITY_TOLERANCE,
+        "max abs", f"{where}: separated audio"))
+
+
+def _estimated_latency_checks(report, streamer: Streamer, profile: TargetProfile,
+                              audio: np.ndarray) -> None:
+    from edgesep.targets.emulator import instructions_per_hop
+
+    counted = instructions_per_hop(profile, report.export, report.precision, report.backend,
+                                   audio)
+    per_hop_us = profile.estimate_us(counted["instructions_per_hop"])
+    hop_ms = 1000.0 * streamer.hop / streamer.cfg.sample_rate
+    budget = hop_ms * profile.hop_budget
+    method = profile.estimate_method()
+    report.latency = {"measured": False, "estimated": True, "method": method,
+                      "clock_ghz": profile.clock_ghz, "ipc": profile.ipc,
+                      "estimated_hop_us": per_hop_us, **counted}
+    report.checks.append(Check(
+        f"hop_budget_estimate[{profile.name}]", per_hop_us / 1000.0 <= budget,
+        round(per_hop_us / 1000.0, 4), budget, "ms",
+        f"{counted['instructions_per_hop']:,.0f} instructions per hop (DSP + model, mean); "
+        f"{method}; budget {profile.hop_budget:.0%} of the {hop_ms:g} ms hop"))
 
 
 def _stream_check(report, streamer: Streamer, clip: Clip) -> None:
@@ -278,6 +390,8 @@ def markdown(report: ValidationReport) -> str:
         f"Export `{report.export}` ({report.precision}, {report.backend}) against "
         f"`{report.reference}`; target {report.target.describe()}.",
         "",
+        f"Run: {run_method(report)}",
+        "",
         "| check | result | measured | threshold | detail |",
         "| --- | --- | ---: | ---: | --- |",
     ]
@@ -285,6 +399,23 @@ def markdown(report: ValidationReport) -> str:
         lines.append(f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.measured:g} "
                      f"{c.unit} | {c.threshold:g} {c.unit} | {c.detail} |")
     return "\n".join(lines) + "\n"
+
+
+def run_method(report: ValidationReport) -> str:
+    """How the target's outputs and latency were obtained, in one sentence."""
+    if report.emulated:
+        where = (f"emulated on this {platform.machine()} machine (qemu-user, -cpu "
+                 f"{report.target.qemu_cpu}, the aarch64 LiteRT/XNNPACK kernels)")
+    else:
+        where = f"on this machine ({platform.machine()})"
+    lat = report.latency
+    if lat.get("estimated"):
+        how = lat["method"]
+    elif lat.get("measured"):
+        how = "timed on the target"
+    else:
+        how = lat.get("why", "not measured")
+    return f"outputs {where}; latency {how}."
 
 
 def write_markdown(report: ValidationReport, path: str | Path) -> None:

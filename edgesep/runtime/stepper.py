@@ -90,6 +90,11 @@ class Stepper:
         return cls(backend, nb_sources, artefact)
 
     @property
+    def masks_spec(self) -> TensorSpec:
+        """The model's masks output (its raw values are in ``last_outputs[masks_spec.name]``)."""
+        return self._masks
+
+    @property
     def raw_state_feedback(self) -> bool:
         """True when every state is fed back without requantisation."""
         return all(same for _, _, same in self._links)

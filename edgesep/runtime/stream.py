@@ -86,12 +86,14 @@ class Streamer:
 
 
 def separate_file(
-    streamer: Streamer, audio: np.ndarray, progress: Callable[[int], None] | None = None
+    streamer: Streamer, audio: np.ndarray, progress: Callable[[int], None] | None = None,
+    on_hop: Callable[[], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Stream mono ``audio`` through a reset streamer, flush it, and return
     ``{source: audio}`` aligned with the input (same length, output delay removed).
 
-    Output goes into preallocated arrays; ``progress(nb_samples)`` is called now and then.
+    Output goes into preallocated arrays; ``progress(nb_samples)`` is called now and then,
+    ``on_hop()`` after every hop.
     """
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
@@ -106,6 +108,8 @@ def separate_file(
         chunk[: len(piece)] = piece
         chunk[len(piece) :] = 0.0
         ys = streamer.process_chunk(chunk)
+        if on_hop is not None:
+            on_hop()
         start = t * hop - delay  # where this hop lands in the input's time line
         lo, hi = max(start, 0), min(start + hop, n)
         if hi > lo:

@@ -1,0 +1,5 @@
+"""``python -m edgesep``: the command line."""
+
+from edgesep.cli import main
+
+main()
