@@ -258,23 +258,15 @@ def _emulated_accuracy(report, streamer: Streamer, clips: list[Clip], parity_lsb
 
 def _parity_checks(report, streamer: Streamer, clips: list[Clip], here: list[dict],
                    there: list[dict], parity_lsb: int) -> None:
+    from edgesep.targets.worker import compare_outputs
+
     integer = np.issubdtype(streamer.stepper.masks_spec.dtype, np.integer)
-    mask_diff = audio_diff = 0.0
-    frames = differing = 0
-    for a, b in zip(here, there, strict=True):
-        if a["masks"].shape != b["masks"].shape:
-            raise EdgesepError(f"the target returned masks {b['masks'].shape}, expected "
-                               f"{a['masks'].shape}")
-        delta = np.abs(a["masks"].astype(np.float64) - b["masks"].astype(np.float64))
-        mask_diff = max(mask_diff, float(delta.max(initial=0.0)))
-        frames += len(delta)
-        differing += int(delta.reshape(len(delta), -1).any(axis=1).sum())
-        audio_diff = max(audio_diff, *(float(np.max(np.abs(a[s] - b[s]), initial=0.0))
-                                       for s in streamer.sources))
-    name = report.target.name
-    report.parity = {"frames": frames, "frames_differing": differing,
-                     "max_mask_difference": mask_diff, "max_audio_difference": audio_diff,
+    report.parity = {**compare_outputs(here, there, streamer.sources),
                      "mask_unit": "LSB" if integer else "abs"}
+    mask_diff, audio_diff = (report.parity["max_mask_difference"],
+                             report.parity["max_audio_difference"])
+    frames, differing = report.parity["frames"], report.parity["frames_differing"]
+    name = report.target.name
     where = f"{len(clips)} clips, {frames} hops, {name} (emulated) vs {platform.machine()}"
     mask_limit = float(parity_lsb) if integer else PARITY_TOLERANCE
     report.checks.append(Check(

@@ -37,6 +37,25 @@ def stream_clip(streamer: Streamer, mixture: np.ndarray) -> dict[str, np.ndarray
     return out
 
 
+def compare_outputs(here: list[dict], there: list[dict], sources: tuple[str, ...]) -> dict:
+    """Parity of two lists of :func:`stream_clip` outputs: hops, hops whose raw masks differ,
+    the largest mask difference (LSB for an integer model) and the largest audio difference."""
+    hops = differing = 0
+    mask_max = audio_max = 0.0
+    for a, b in zip(here, there, strict=True):
+        if a["masks"].shape != b["masks"].shape:
+            raise EdgesepError(f"the target returned masks {b['masks'].shape}, expected "
+                               f"{a['masks'].shape}")
+        delta = np.abs(a["masks"].astype(np.float64) - b["masks"].astype(np.float64))
+        hops += len(delta)
+        differing += int(delta.reshape(len(delta), -1).any(axis=1).sum())
+        mask_max = max(mask_max, float(delta.max(initial=0.0)))
+        audio_max = max(audio_max, *(float(np.max(np.abs(a[s] - b[s]), initial=0.0))
+                                     for s in sources))
+    return {"frames": hops, "frames_differing": differing, "max_mask_difference": mask_max,
+            "max_audio_difference": audio_max}
+
+
 def stream_hops(streamer: Streamer, mixture: np.ndarray, nb_hops: int) -> None:
     """Push ``nb_hops`` hops of ``mixture`` (looped) through the streamer."""
     hop = streamer.hop
