@@ -214,6 +214,10 @@ def load_manifest(export_dir: str | os.PathLike, verify_files: bool = True) -> M
         raise EdgesepError(f"{where}: field 'algorithmic_latency_samples' "
                            f"{raw['algorithmic_latency_samples']} != {stft.latency_samples} "
                            "for this STFT")
+    delay = raw.get("output_delay_samples", stft.output_delay_samples)  # older manifests lack it
+    if delay != stft.output_delay_samples:
+        raise EdgesepError(f"{where}: field 'output_delay_samples' {delay} != "
+                           f"{stft.output_delay_samples} for this STFT")
     sources = tuple(raw["sources"])
     artefacts = {
         key: _artefact(key, val, path.parent, where, nb_model_bins, len(sources), verify_files)
@@ -328,7 +332,8 @@ def _short(message: str, limit: int = 160) -> str:
 
 def _stft(val: dict, where: str, name: str) -> StftConfig:
     try:
-        return StftConfig(**{k: val[k] for k in ("sample_rate", "n_fft", "hop", "window")})
+        return StftConfig(**{k: val[k] for k in ("sample_rate", "n_fft", "hop", "window")},
+                          synthesis_length=val.get("synthesis_length", 0))
     except EdgesepError as exc:
         raise EdgesepError(f"{where}: field '{name}': {exc}") from None
 
@@ -429,8 +434,13 @@ def write_manifest(directory: Path, manifest: dict) -> Path:
 def manifest_summary(manifest: Manifest) -> dict[str, Any]:
     """What ``edgesep info`` shows of an export."""
     keys = ("parameters", "macs_per_frame", "nb_model_bins", "algorithmic_latency_samples",
-            "algorithmic_latency_ms", "source_run", "git_commit", "created")
+            "algorithmic_latency_ms", "output_delay_samples", "source_run", "git_commit",
+            "created")
     figures = {k: manifest.raw.get(k) for k in keys}
+    figures["output_delay_samples"] = manifest.stft.output_delay_samples
+    if isinstance(figures["macs_per_frame"], int):
+        figures["macs_per_second"] = round(figures["macs_per_frame"] * manifest.stft.sample_rate
+                                           / manifest.stft.hop)
     figures["stft"] = manifest.stft.to_dict()
     figures["sources"] = list(manifest.sources)
     figures["artefacts"] = {

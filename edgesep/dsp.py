@@ -1,19 +1,35 @@
 """STFT / inverse STFT, offline and streaming, with one implementation of the frame math.
 
 Framing is causal: frame ``t`` ends at input sample ``(t + 1) * hop``, so a streaming device
-can compute it as soon as that hop has arrived. The analysis window is a periodic Hann; the
-synthesis window is its weighted-overlap-add dual, so analysis then synthesis reconstructs
-the input exactly (for ``hop <= n_fft / 2``).
+can compute it as soon as that hop has arrived. Two window designs:
+
+- symmetric (``window = "hann"``, or another scipy window name): the analysis window covers the
+  whole ``n_fft`` frame and the synthesis window is its weighted-overlap-add dual, so analysis
+  then synthesis reconstructs the input exactly (for ``hop <= n_fft / 2``, ``hop | n_fft``).
+- asymmetric (``window = "asymmetric"``, ``synthesis_length = L``): a long analysis window for
+  frequency resolution and a short synthesis window covering only the newest ``L`` samples of
+  the frame (a multiple of the hop, from ``2 * hop``), after Mauler & Martin (EUSIPCO 2007) as
+  used for low-latency DNN enhancement (Wang et al., arXiv 2204.09911; arXiv 2106.11794).
+  The analysis window rises as the first half of a periodic sqrt-Hann over the first
+  ``n_fft - L/2`` samples and falls as the second half of a sqrt-Hann of length ``L`` over the
+  last ``L/2``; the synthesis window is ``p / analysis`` on the last ``L`` samples (0 before),
+  with ``p`` a periodic Hann of length ``L`` scaled by ``2 hop / L``, so the product of the two
+  windows is ``p`` and its hop-shifted copies sum to exactly 1: perfect reconstruction.
 
 Latency: a streamed output sample ``i`` is input sample ``i - output_delay`` with
-``output_delay = n_fft - hop``; counting the hop spent filling the input buffer, the
-algorithmic latency is ``n_fft`` samples (32 ms for 512 at 16 kHz, as DTLN reports).
+``output_delay = L - hop`` (``L`` = the synthesis window's length: ``n_fft`` for a symmetric
+window); counting the hop spent filling the input buffer, the algorithmic latency is ``L``
+samples (32 ms for a 512-sample symmetric window at 16 kHz, as DTLN reports; 8 ms for an
+asymmetric pair with a 128-sample synthesis window, whatever its analysis length).
 
 >>> cfg = StftConfig(sample_rate=16000, n_fft=512, hop=128)
 >>> x = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
 >>> y = istft(stft(x, cfg), cfg, length=len(x))
 >>> bool(np.max(np.abs(x - y)) < 1e-5)
 True
+>>> low = StftConfig(16000, 512, 64, window="asymmetric", synthesis_length=128)
+>>> bool(np.max(np.abs(x - istft(stft(x, low), low, length=len(x)))) < 1e-5), low.latency_ms
+(True, 8.0)
 """
 
 from __future__ import annotations
@@ -25,20 +41,40 @@ import numpy as np
 
 from edgesep.errors import EdgesepError
 
+#: The window name of the asymmetric (low-delay) analysis/synthesis pair.
+ASYMMETRIC = "asymmetric"
+
 
 @dataclass(frozen=True)
 class StftConfig:
-    """STFT settings shared by training, export, runtime and firmware."""
+    """STFT settings shared by training, export, runtime and firmware.
+
+    ``synthesis_length``: samples of the synthesis window, for ``window = "asymmetric"`` only
+    (0 otherwise: a symmetric window synthesises over the whole ``n_fft`` frame).
+    """
 
     sample_rate: int
     n_fft: int
     hop: int
     window: str = "hann"
+    synthesis_length: int = 0
 
     def __post_init__(self) -> None:
         if self.n_fft <= 0 or self.hop <= 0:
             raise EdgesepError(f"n_fft and hop must be positive, got {self.n_fft}/{self.hop}")
-        if self.n_fft % self.hop != 0 or self.hop > self.n_fft // 2:
+        if self.window == ASYMMETRIC:
+            length = self.synthesis_length
+            if length % self.hop or not 2 * self.hop <= length <= self.n_fft:
+                raise EdgesepError(
+                    f"window 'asymmetric' needs synthesis_length, a multiple of hop {self.hop} "
+                    f"from {2 * self.hop} to n_fft {self.n_fft}; got {length}"
+                )
+        elif self.synthesis_length:
+            raise EdgesepError(
+                f"synthesis_length {self.synthesis_length} is only for window 'asymmetric' "
+                f"(window {self.window!r} synthesises over the whole n_fft frame)"
+            )
+        elif self.n_fft % self.hop != 0 or self.hop > self.n_fft // 2:
             raise EdgesepError(
                 f"hop {self.hop} must divide n_fft {self.n_fft} and be at most n_fft / 2"
             )
@@ -48,38 +84,71 @@ class StftConfig:
         return self.n_fft // 2 + 1
 
     @property
+    def asymmetric(self) -> bool:
+        return self.window == ASYMMETRIC
+
+    @property
+    def synthesis_span(self) -> int:
+        """Samples of the synthesis window (the newest ones of a frame): ``n_fft`` for a
+        symmetric window, ``synthesis_length`` for the asymmetric pair."""
+        return self.synthesis_length if self.asymmetric else self.n_fft
+
+    @property
     def output_delay_samples(self) -> int:
         """Shift between a streamed output sample and the input sample it reconstructs."""
-        return self.n_fft - self.hop
+        return self.synthesis_span - self.hop
 
     @property
     def latency_samples(self) -> int:
         """Algorithmic latency: input buffering (one hop) plus the output delay."""
-        return self.n_fft
+        return self.synthesis_span
 
     @property
     def latency_ms(self) -> float:
         return 1000.0 * self.latency_samples / self.sample_rate
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The ``[stft]`` JSON; ``synthesis_length`` only for the asymmetric pair, so a symmetric
+        config reads and writes as before it existed."""
+        values = asdict(self)
+        if not self.asymmetric:
+            del values["synthesis_length"]
+        return values
 
     @cached_property
     def analysis_window(self) -> np.ndarray:
+        """``[shape=(n_fft,)]`` float64."""
         if self.window == "hann":  # periodic Hann without importing scipy.signal (seconds on
             # a Pi, minutes emulated, at every start of a streaming runner)
-            return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(self.n_fft) / self.n_fft)
+            return _periodic_hann(self.n_fft)
+        if self.asymmetric:
+            fall = self.synthesis_length // 2
+            rise = self.n_fft - fall
+            return np.concatenate([np.sqrt(_periodic_hann(2 * rise)[:rise]),
+                                   np.sqrt(_periodic_hann(self.synthesis_length)[-fall:])])
         from scipy.signal import get_window
 
         return get_window(self.window, self.n_fft, fftbins=True).astype(np.float64)
 
     @cached_property
     def synthesis_window(self) -> np.ndarray:
+        """``[shape=(n_fft,)]`` float64; zero before the last :attr:`synthesis_span` samples."""
         w = self.analysis_window
+        if self.asymmetric:
+            span = self.synthesis_length
+            product = _periodic_hann(span) * (2.0 * self.hop / span)
+            tail = w[-span:]
+            out = np.zeros(self.n_fft)
+            np.divide(product, tail, out=out[-span:], where=tail > 0)
+            return out
         overlap = np.zeros(self.hop)
         for start in range(0, self.n_fft, self.hop):
             overlap += w[start : start + self.hop] ** 2
         return w / np.tile(overlap, self.n_fft // self.hop)
+
+
+def _periodic_hann(length: int) -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
 
 
 def analyse_frames(frames: np.ndarray, cfg: StftConfig) -> np.ndarray:
@@ -120,7 +189,7 @@ def istft(spec: np.ndarray, cfg: StftConfig, length: int | None = None) -> np.nd
     out = np.zeros((nb_frames - 1) * cfg.hop + cfg.n_fft)
     for t in range(nb_frames):
         out[t * cfg.hop : t * cfg.hop + cfg.n_fft] += frames[t]
-    start = cfg.output_delay_samples
+    start = cfg.n_fft - cfg.hop  # where stft put the input's first sample
     end = len(out) if length is None else start + length
     return out[start:end].astype(np.float32)
 
@@ -147,12 +216,14 @@ class StreamingStft:
 class StreamingIstft:
     """Takes one STFT frame, returns the next hop of output samples (overlap-add).
 
-    The concatenated output equals :func:`istft` delayed by ``cfg.output_delay_samples``.
+    The concatenated output equals :func:`istft` delayed by ``cfg.output_delay_samples``. Only
+    the synthesis window's span (the newest ``cfg.synthesis_span`` samples of each frame) is
+    overlap-added: a sample leaves as soon as the last frame reaching it has been added.
     """
 
     def __init__(self, cfg: StftConfig) -> None:
         self.cfg = cfg
-        self._ola = np.zeros(cfg.n_fft)
+        self._ola = np.zeros(cfg.synthesis_span)
 
     def reset(self) -> None:
         self._ola[:] = 0.0
@@ -160,7 +231,7 @@ class StreamingIstft:
     def push(self, frame: np.ndarray) -> np.ndarray:
         """``[shape=(nb_bins,)]`` complex -> ``[shape=(hop,)]`` float32."""
         hop = self.cfg.hop
-        self._ola += synthesise_frames(frame, self.cfg)
+        self._ola += synthesise_frames(frame, self.cfg)[..., -self.cfg.synthesis_span :]
         out = self._ola[:hop].astype(np.float32)
         self._ola[:-hop] = self._ola[hop:]
         self._ola[-hop:] = 0.0

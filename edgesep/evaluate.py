@@ -117,7 +117,8 @@ def evaluate_oracle(
 ) -> Evaluation:
     """Score the ``irm`` or ``mixture`` oracle at the STFT ``cfg``."""
     if oracle == "irm":
-        method = f"IRM oracle ({cfg.n_fft}/{cfg.hop} @ {cfg.sample_rate} Hz)"
+        window = f", synthesis {cfg.synthesis_length}" if cfg.asymmetric else ""
+        method = f"IRM oracle ({cfg.n_fft}/{cfg.hop}{window} @ {cfg.sample_rate} Hz)"
         return evaluate_clips(clips, lambda c: irm_separator(c, cfg), method, **kwargs)
     if oracle == "mixture":
         return evaluate_clips(clips, mixture_separator, "Mixture (no separation)", **kwargs)

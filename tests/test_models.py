@@ -31,7 +31,7 @@ from edgesep.models.keras_backend import KerasBackend  # noqa: E402
 from edgesep.models.layers import ConvBlock  # noqa: E402
 from edgesep.runtime.stepper import Stepper  # noqa: E402
 
-PACKAGED = ["edge", "edge16ms", "unet", "paper", "hourglass"]
+PACKAGED = ["edge", "edge16ms", "hearing", "unet", "paper", "hourglass"]
 
 
 def _small(**model) -> Config:

@@ -193,6 +193,7 @@ def build_manifest(cfg, artefacts: dict, *, parameters: int, macs: int, source_r
         "feature": "log1p_magnitude", "sources": list(SOURCES),
         "algorithmic_latency_samples": cfg.stft.latency_samples,
         "algorithmic_latency_ms": cfg.stft.latency_ms,
+        "output_delay_samples": cfg.stft.output_delay_samples,
         "config": cfg.to_dict(), "parameters": int(parameters), "macs_per_frame": int(macs),
         "source_run": source_run, "source_run_weights_sha256": weights_sha256,
         "git_commit": git_commit(),

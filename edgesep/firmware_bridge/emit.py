@@ -121,7 +121,7 @@ class FirmwareSpec:
             self.manifest.sources)
         sizes = [
             pointer_bytes, pointer_bytes, 2 * pointer_bytes,  # model, user, portable rfft
-            4 * 4 * cfg.n_fft, 4 * sources * cfg.n_fft, 4 * bins * sources,
+            4 * 4 * cfg.n_fft, 4 * sources * cfg.synthesis_span, 4 * bins * sources,
             self.frame.nb_bytes, self.masks.nb_bytes, self.state_bytes, 4, 4,
         ]
         total = 0
@@ -287,6 +287,20 @@ def _describe(t: CTensor) -> str:
     return f" *   {t.index:3d}  {s.name:32s} {s.dtype.name:7s} {shape:18s} {quant}{feeds}"
 
 
+def _window_words(cfg) -> str:
+    if cfg.asymmetric:
+        return (f"asymmetric (a sqrt-Hann rise over {cfg.n_fft - cfg.synthesis_length // 2} "
+                f"samples, a sqrt-Hann fall over the last {cfg.synthesis_length // 2})")
+    return f"periodic {cfg.window}"
+
+
+def _synthesis_words(cfg) -> str:
+    if cfg.asymmetric:
+        return (f"a periodic Hann of {cfg.synthesis_length} samples scaled to sum to 1 over the "
+                "hops, divided by the analysis window there: perfect reconstruction, short delay")
+    return "the weighted-overlap-add dual of the analysis window"
+
+
 def contract_header(spec: FirmwareSpec) -> str:
     """``PREFIX_contract.h``: the frame contract, from the manifest only."""
     p, m, man = spec.prefix, spec.macro, spec.manifest
@@ -297,7 +311,7 @@ def contract_header(spec: FirmwareSpec) -> str:
         raise EdgesepError("a model tensor has more than 4 dimensions; the contract lists 4")
     frame, masks = spec.frame, spec.masks
     analysis = cfg.analysis_window
-    synthesis = cfg.synthesis_window
+    synthesis = cfg.synthesis_window[-cfg.synthesis_span:]  # 0 before its span
     k = np.arange(cfg.n_fft // 2)
     cos_table = np.cos(2 * np.pi * k / cfg.n_fft)
     sin_table = np.sin(2 * np.pi * k / cfg.n_fft)
@@ -324,14 +338,15 @@ def contract_header(spec: FirmwareSpec) -> str:
  *
  * Signal path per hop (edgesep.dsp, edgesep.runtime.stream):
  *   audio at {cfg.sample_rate} Hz, mono float; hop {cfg.hop} samples; frame {cfg.n_fft} samples,
- *   causal (the frame ends at the newest sample); analysis window: periodic {cfg.window}
+ *   causal (the frame ends at the newest sample); analysis window: {_window_words(cfg)}
  *   ({p}_analysis_window); X = FFT(window * frame), {cfg.nb_bins} bins.
  *   feature: log1p(|X[k]|) for k < {man.nb_model_bins} (NB_MODEL_BINS), quantised into the
  *   model input 'frame' (round half to even, saturate).
  *   masks: model output 'masks', [bin][source], dequantised, clipped to [0, 1], NaN -> 0; the
  *   Nyquist bin (k = {cfg.n_fft // 2}) reuses the top model bin's mask.
- *   output per source: inverse FFT of mask * X (mixture phase), times the synthesis window
- *   ({p}_synthesis_window, the weighted-overlap-add dual of the analysis window), overlap-add.
+ *   output per source: inverse FFT of mask * X (mixture phase); its newest SYNTHESIS_LENGTH
+ *   = {cfg.synthesis_span} samples times the synthesis window ({p}_synthesis_window,
+ *   {_synthesis_words(cfg)}), overlap-added.
  * Latency: {cfg.latency_samples} samples ({cfg.latency_ms:g} ms) algorithmic: one hop of
  *   input buffering plus an output delay of {cfg.output_delay_samples} samples (output sample
  *   n is input sample n - {cfg.output_delay_samples}); a hop must be computed within
@@ -365,6 +380,7 @@ extern "C" {{
 #define {m}_NB_BINS {cfg.nb_bins}
 #define {m}_NB_MODEL_BINS {man.nb_model_bins}
 #define {m}_WINDOW {c_string(cfg.window)}
+#define {m}_SYNTHESIS_LENGTH {cfg.synthesis_span}
 #define {m}_FEATURE {c_string(man.raw.get("feature", "log1p_magnitude"))}
 #define {m}_LATENCY_SAMPLES {cfg.latency_samples}
 #define {m}_LATENCY_US {round(1e6 * cfg.latency_samples / cfg.sample_rate)}
@@ -441,7 +457,7 @@ extern const char *const {p}_ops[{m}_NB_OPS];
 
 /* --- tables --- */
 extern const float {p}_analysis_window[{m}_N_FFT];
-extern const float {p}_synthesis_window[{m}_N_FFT];
+extern const float {p}_synthesis_window[{m}_SYNTHESIS_LENGTH]; /* the frame's newest samples */
 extern const float {p}_fft_cos[{m}_N_FFT / 2]; /* cos(2 pi k / N_FFT) */
 extern const float {p}_fft_sin[{m}_N_FFT / 2]; /* sin(2 pi k / N_FFT) */
 
@@ -461,7 +477,7 @@ const char *const {p}_ops[{m}_NB_OPS] = {{
 const float {p}_analysis_window[{m}_N_FFT] = {{
 {_float_table(analysis)}
 }};
-const float {p}_synthesis_window[{m}_N_FFT] = {{
+const float {p}_synthesis_window[{m}_SYNTHESIS_LENGTH] = {{
 {_float_table(synthesis)}
 }};
 const float {p}_fft_cos[{m}_N_FFT / 2] = {{
@@ -617,8 +633,8 @@ scalars on the stack; TFLM's `Invoke` needs its own).
 
 ## Latency contract
 - Sample rate {cfg.sample_rate} Hz, mono; hop {cfg.hop} samples; frame (FFT)
-  {cfg.n_fft} samples; periodic {cfg.window} analysis window, its weighted-overlap-add dual
-  for synthesis.
+  {cfg.n_fft} samples; analysis window: {_window_words(cfg)}; synthesis window over the
+  newest {cfg.synthesis_span} samples of each frame ({_synthesis_words(cfg)}).
 - Algorithmic latency: **{cfg.latency_samples} samples = {cfg.latency_ms:g} ms** (one hop
   of input buffering + an output delay of {cfg.output_delay_samples} samples: output sample
   n is input sample n - {cfg.output_delay_samples}).

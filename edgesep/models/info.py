@@ -9,6 +9,9 @@ from edgesep.models.cost import model_cost
 def model_info(cfg) -> dict:
     """Parameters, multiply-accumulates, receptive field and algorithmic latency of a config.
 
+    The algorithmic latency is the synthesis window's length (``n_fft`` for a symmetric
+    window, ``synthesis_length`` for the asymmetric pair): see :mod:`edgesep.dsp`.
+
     ``macs_per_frame`` is set for a causal config (streaming cost of one hop),
     ``macs_per_patch`` for a non-causal one (one ``train.patch_frames`` patch).
     """
@@ -32,6 +35,11 @@ def model_info(cfg) -> dict:
             1000.0 * cfg.stft.n_fft / cfg.stft.sample_rate + (rf - 1) * hop_ms, 3
         ),
         "hop_ms": hop_ms,
+        "window": cfg.stft.window,
+        # the analysis window spans the frame; the synthesis window its newest samples
+        "analysis_window_samples": cfg.stft.n_fft,
+        "synthesis_window_samples": cfg.stft.synthesis_span,
+        "output_delay_samples": cfg.stft.output_delay_samples,
         "algorithmic_latency_samples": cfg.stft.latency_samples,
         "algorithmic_latency_ms": cfg.stft.latency_ms,
     }

@@ -151,7 +151,9 @@ static void analyse(@prefix@_framer *f, const float *input)
     }
 }
 
-/* Synthesis: masked spectrum per source, inverse FFT, synthesis window, overlap-add. */
+/* Synthesis: masked spectrum per source, inverse FFT, synthesis window, overlap-add
+ * (over the synthesis window's span only: a sample leaves once the last frame reaching it
+ * is added, SYNTHESIS_LENGTH - HOP samples after it arrived). */
 static void synthesise(@prefix@_framer *f, float output[@PREFIX@_NB_SOURCES][@PREFIX@_HOP])
 {
     unsigned s, k, n;
@@ -170,12 +172,15 @@ static void synthesise(@prefix@_framer *f, float output[@PREFIX@_NB_SOURCES][@PR
             f->work[2 * k + 1] = m * f->spectrum[2 * k + 1];
         }
         @prefix@_rfft_inverse(&f->fft, f->work, f->frame);
-        for (n = 0; n < @PREFIX@_N_FFT; ++n) {
-            ola[n] += f->frame[n] * @prefix@_synthesis_window[n];
+        /* the synthesis window covers the newest SYNTHESIS_LENGTH samples of the frame */
+        for (n = 0; n < @PREFIX@_SYNTHESIS_LENGTH; ++n) {
+            ola[n] += f->frame[@PREFIX@_N_FFT - @PREFIX@_SYNTHESIS_LENGTH + n]
+                      * @prefix@_synthesis_window[n];
         }
         memcpy(output[s], ola, @PREFIX@_HOP * sizeof(float));
-        memmove(ola, ola + @PREFIX@_HOP, (@PREFIX@_N_FFT - @PREFIX@_HOP) * sizeof(float));
-        memset(ola + @PREFIX@_N_FFT - @PREFIX@_HOP, 0, @PREFIX@_HOP * sizeof(float));
+        memmove(ola, ola + @PREFIX@_HOP,
+                (@PREFIX@_SYNTHESIS_LENGTH - @PREFIX@_HOP) * sizeof(float));
+        memset(ola + @PREFIX@_SYNTHESIS_LENGTH - @PREFIX@_HOP, 0, @PREFIX@_HOP * sizeof(float));
     }
 }
 

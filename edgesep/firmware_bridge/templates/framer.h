@@ -4,11 +4,12 @@
  * fixed-size member of @prefix@_framer, sized from @prefix@_contract.h.
  *
  * Per hop of @PREFIX@_HOP input samples:
- *   streaming STFT frame (periodic analysis window, causal: the frame ends at the newest sample)
+ *   streaming STFT frame (analysis window over N_FFT samples, causal: the frame ends at the newest sample)
  *   -> features log1p(|X[k]|) for the @PREFIX@_NB_MODEL_BINS lowest bins -> quantised model input
  *   -> the model (a function the firmware provides) with the states of the previous hop
  *   -> masks dequantised and clipped to [0, 1] (NaN -> 0); the Nyquist bin reuses the top bin's
- *   -> masked spectrum per source -> inverse FFT, synthesis window, overlap-add
+ *   -> masked spectrum per source -> inverse FFT, synthesis window on its newest
+ *      @PREFIX@_SYNTHESIS_LENGTH samples, overlap-add
  *   -> @PREFIX@_HOP output samples per source, delayed by @PREFIX@_OUTPUT_DELAY_SAMPLES.
  * States: zero (their quantised zero) at reset; each state output feeds its input on the next hop
  * (written in place; requantised where the output's scale differs from the input's).
@@ -55,7 +56,7 @@ typedef struct {
     float spectrum[@PREFIX@_N_FFT];                    /* this frame's spectrum, packed */
     float work[@PREFIX@_N_FFT];                        /* FFT input (the transform overwrites it) */
     float frame[@PREFIX@_N_FFT];                       /* one source's synthesised frame */
-    float ola[@PREFIX@_NB_SOURCES][@PREFIX@_N_FFT];    /* overlap-add, per source */
+    float ola[@PREFIX@_NB_SOURCES][@PREFIX@_SYNTHESIS_LENGTH]; /* overlap-add, per source */
     float masks[@PREFIX@_NB_MODEL_BINS * @PREFIX@_NB_SOURCES]; /* dequantised, [bin][source] */
     @prefix@_frame_t model_frame[@PREFIX@_FRAME_ELEMENTS];    /* model input 'frame' */
     @prefix@_masks_t model_masks[@PREFIX@_MASKS_ELEMENTS];    /* model output 'masks' */
