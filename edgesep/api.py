@@ -4,6 +4,10 @@
     sep = edgesep.Separator.from_export("build/edge1", precision="int8")
     out = sep.separate(audio, sample_rate)   # {source: array}, as long as audio, at its rate
 
+or with a model packaged with edgesep (speech in noise: ``vocals`` is the speech)::
+
+    sep = edgesep.Separator.from_pretrained("speech-edge")
+
 and frame by frame, as a device does it::
 
     stream = sep.stream()
@@ -53,6 +57,16 @@ class Separator:
         """
         streamer = open_streamer(export_dir, precision, backend, threads)
         return cls(streamer, export_dir, precision, backend, threads)
+
+    @classmethod
+    def from_pretrained(cls, name: str, precision: str | None = None,
+                        backend: str = "litert", threads: int = 1) -> Separator:
+        """A model packaged with edgesep (``edgesep pretrained list``), e.g. ``"speech-edge"``;
+        its files are checked against the folder's SHA256SUMS first. No network is used.
+        Arguments as :meth:`from_export`."""
+        from edgesep.pretrained import folder
+
+        return cls.from_export(folder(name), precision, backend, threads)
 
     @property
     def precision(self) -> str:

@@ -124,6 +124,9 @@ class TrainConfig:
     validate_every: int = 500
     seed: int = 0
     data: str = "synthetic"  # default data spec when the command line gives none
+    # mixtures: data only: mix fresh speech/interference pairs for every batch (see
+    # edgesep.data.mixtures.MixtureSampler) instead of cutting patches from fixed mixtures
+    dynamic_mixing: bool = False
 
     def __post_init__(self) -> None:
         import math

@@ -214,8 +214,8 @@ class Pipeline:
                 (self.pruned_dir, "int8", "litert", "desktop")]
         jobs += [(self.export_dir, "int8", "litert", t) for t in gate.targets.TARGETS
                  if gate.targets.check_here(gate.targets.TARGETS[t]) is None]
-        summary["targets"] = {job[3]: {"how": "this machine", "gate": "-".join(
-            [job[0].name, *job[1:]])} for job in jobs
+        summary["targets"] = {job[3]: {"how": f"this machine, {len(clips)} clips",
+                                       "gate": "-".join([job[0].name, *job[1:]])} for job in jobs
             if job[0] == self.export_dir and job[1:3] == ("int8", "litert")}
         for export, precision, backend, target in jobs:
             stem = f"{export.name}-{precision}-{backend}-{target}"
@@ -271,7 +271,8 @@ class Pipeline:
             gate.write_markdown(report, out / f"{stem}.md")
             failed = [c.name for c in report.checks if not c.passed]
             summary["gates"][stem] = {"passed": report.passed, "failed": failed}
-            summary["targets"][name] = {"how": "emulated (qemu-user)", "gate": stem}
+            summary["targets"][name] = {"how": f"emulated (qemu-user), {len(clips)} clip",
+                                        "gate": stem}
             log.info("[validate] %s: %s", stem, "pass" if report.passed else
                      "FAIL: " + ", ".join(failed))
 

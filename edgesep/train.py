@@ -4,7 +4,9 @@ A run directory holds ``config.json`` (the resolved config), ``checkpoints/`` (m
 optimiser and step, every ``train.checkpoint_every`` steps), ``model.weights.h5`` (the weights
 with the best validation loss so far), ``metrics.json``, ``train.log`` and ``tensorboard/``.
 Batches are drawn deterministically from ``(seed, step)``, so a run killed and resumed with
-``--resume`` sees the same batches as one that never stopped.
+``--resume`` sees the same batches as one that never stopped: patches of fixed clips
+(:class:`SpectrogramSet`), or with ``[train] dynamic_mixing`` fresh speech/interference pairs
+mixed for every batch (:class:`DynamicMixSet`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from edgesep.config import Config, read_saved_config, save_config
 from edgesep.data import SOURCES, Clip
+from edgesep.data.mixtures import MixtureSampler
 from edgesep.dsp import magnitude_features, stft
 from edgesep.errors import EdgesepError
 from edgesep.files import check_writable_dir, write_json_atomic
@@ -78,9 +81,45 @@ class SpectrogramSet:
                 start = rng.integers(0, max(1, spec.shape[0] - nb_frames + 1))
                 patch = spec[start : start + nb_frames]
                 sources[b, k, : len(patch)] = patch * (gains[b, k] if remix else 1.0)
-        mixture = sources.sum(axis=1)
-        features = magnitude_features(mixture, self.nb_model_bins)[..., None]
-        return features, np.abs(mixture), np.moveaxis(np.abs(sources), 1, -1)
+        return _batch_arrays(sources, self.nb_model_bins)
+
+
+class DynamicMixSet:
+    """Training batches mixed afresh from a :class:`~edgesep.data.mixtures.MixtureSampler`
+    (dynamic mixing): every example a new speech/interference pair, SNR and gain."""
+
+    def __init__(self, sampler: MixtureSampler, cfg: Config) -> None:
+        if sampler.sample_rate != cfg.stft.sample_rate:
+            raise EdgesepError(f"dynamic mixing at {sampler.sample_rate} Hz, the model expects "
+                               f"{cfg.stft.sample_rate}")
+        self.sampler = sampler
+        self.stft_cfg = cfg.stft
+        self.nb_model_bins = cfg.nb_model_bins
+
+    def batch(
+        self, rng: np.random.Generator, batch_size: int, nb_frames: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`SpectrogramSet.batch`. The audio is long enough that every one of the
+        ``nb_frames`` frames lies inside it (no zero padding of the causal STFT's start)."""
+        cfg = self.stft_cfg
+        lead = -(-(cfg.n_fft - cfg.hop) // cfg.hop)  # frames that reach before the audio
+        audio = self.sampler.batch(rng, batch_size, (nb_frames + lead) * cfg.hop)
+        sources = np.stack([
+            np.stack([stft(x, cfg)[lead : lead + nb_frames, : self.nb_model_bins] for x in pair])
+            for pair in audio
+        ]).astype(np.complex64)
+        return _batch_arrays(sources, self.nb_model_bins)
+
+
+def _batch_arrays(
+    sources: np.ndarray, nb_model_bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``sources [shape=(batch, nb_sources, nb_frames, bins)]`` (complex) -> features
+    ``(batch, nb_frames, bins, 1)``, mixture magnitude ``(batch, nb_frames, bins)``, source
+    magnitudes ``(batch, nb_frames, bins, nb_sources)``."""
+    mixture = sources.sum(axis=1)
+    features = magnitude_features(mixture, nb_model_bins)[..., None]
+    return features, np.abs(mixture), np.moveaxis(np.abs(sources), 1, -1)
 
 
 def masked_l1_loss(masks: list, mixture_mag, source_mag):
@@ -109,7 +148,7 @@ def supervised_masks(outputs, mc) -> list:
 
 def train(
     cfg: Config,
-    train_clips: list[Clip],
+    train_clips: list[Clip] | MixtureSampler,
     val_clips: list[Clip],
     out_dir: Path,
     resume: bool = False,
@@ -118,6 +157,9 @@ def train(
     max_seconds: float | None = None,
 ) -> dict:
     """Train ``cfg``'s model into ``out_dir``; returns the metrics written to metrics.json.
+
+    ``train_clips``: fixed clips to cut patches from, or a sampler that mixes fresh examples
+    for every batch (dynamic mixing; :func:`edgesep.data.load_training_data` gives either).
 
     ``max_seconds`` stops early (with a checkpoint, so ``--resume`` can go on) once this
     session has trained that long.
@@ -179,7 +221,12 @@ def train(
         ckpt.restore(manager.latest_checkpoint).expect_partial()
         log.info("resumed from %s at step %d", manager.latest_checkpoint, int(step_var))
 
-    train_set = SpectrogramSet.from_clips(train_clips, cfg)
+    if isinstance(train_clips, MixtureSampler):
+        train_set = DynamicMixSet(train_clips, cfg)
+        train_data = train_clips.summary()
+    else:
+        train_set = SpectrogramSet.from_clips(train_clips, cfg)
+        train_data = {"dynamic_mixing": False, "clips": len(train_clips)}
     val_batches = _validation_batches(val_clips, cfg)
 
     @tf.function
@@ -263,6 +310,7 @@ def train(
         "steps_per_second": round(done / elapsed, 3) if done and elapsed > 0 else None,
         "device": "gpu" if gpus else "cpu",
         "nb_train_clips": len(train_clips),
+        "train_data": train_data,
         "nb_val_clips": len(val_clips),
         "history": history,
     }

@@ -169,10 +169,10 @@ def validate(
         profile = dataclasses.replace(profile, hop_budget=hop_budget)
     emulated = targets.check_here(profile) is not None
     if emulated:
-        _check_emulation(profile, latency)
         if max_p99_ms is not None:
             raise EdgesepError(f"--max-p99-ms needs a timing on the board; emulated {profile.name} "
                                "gives an estimated mean per hop (gated on its hop budget)")
+        _check_emulation(profile, latency)
     if parity_lsb < 0:
         raise EdgesepError(f"--parity-lsb must be >= 0, got {parity_lsb}")
     say = progress or (lambda message: None)

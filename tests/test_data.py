@@ -9,9 +9,15 @@ import pytest
 import soundfile as sf
 
 import edgesep.data.synthetic as synthetic
-from edgesep.data import SOURCES, load_clips
+from edgesep.data import SOURCES, load_clips, load_training_data
 from edgesep.data.mir1k import song_of, split_files
-from edgesep.data.mixtures import split_sources
+from edgesep.data.mixtures import (
+    GAIN_RANGE_DB,
+    PEAK,
+    SNR_RANGE_DB,
+    MixtureSampler,
+    split_sources,
+)
 from edgesep.errors import EdgesepError
 
 
@@ -118,6 +124,57 @@ def test_mixtures_deterministic_by_seed(data_root: Path) -> None:
         voice, noise = (np.sum(clip.sources[s].astype(np.float64) ** 2) for s in SOURCES)
         assert -5.0 <= snr <= 15.0
         assert abs(10 * np.log10(voice / noise) - snr) < 0.06
+
+
+def test_dynamic_mixing_draws_from_the_train_split_only(data_root: Path) -> None:
+    spec = f"mixtures:{data_root}"
+    sampler = load_training_data(spec, 16000, dynamic_mixing=True)
+    speech, noise, music = split_sources(data_root, "train")
+    assert isinstance(sampler, MixtureSampler)
+    assert (len(sampler.speech), len(sampler.noise), len(sampler.music)) == (
+        len(speech), len(noise), len(music))
+    held_out = {p.stem for s in ("val", "test") for p in split_sources(data_root, s)[0]}
+    assert set(sampler.names) == {p.stem for p in speech} and not set(sampler.names) & held_out
+    first = sampler.batch(np.random.default_rng([0, 7]), 8, 4000)
+    again = sampler.batch(np.random.default_rng([0, 7]), 8, 4000)
+    other = sampler.batch(np.random.default_rng([0, 8]), 8, 4000)
+    assert first.shape == (8, 2, 4000) and first.dtype == np.float32
+    np.testing.assert_array_equal(first, again)  # a resumed run draws the same batches
+    assert not np.array_equal(first, other)  # every step a fresh draw
+    assert np.isfinite(first).all() and np.max(np.abs(first.sum(axis=1))) <= PEAK + 1e-6
+    # without dynamic mixing, training reads the fixed mixtures as before
+    fixed = load_training_data(spec, 16000, limit=2)
+    assert [c.name for c in fixed] == [c.name for c in load_clips(spec, "train", limit=2)]
+
+
+def test_dynamic_mixing_snr_and_gain_ranges() -> None:
+    """On signals whose power is known, every draw's SNR and gain lie in the recipe's ranges."""
+    rate = 16000
+    t = np.arange(3 * rate) / rate
+    speech = [0.1 * np.sin(2 * np.pi * 220 * t)]
+    noise = [np.random.default_rng(0).standard_normal(rate).astype(np.float32) * 0.2]
+    sampler = MixtureSampler(speech, noise, [], rate)
+    rng = np.random.default_rng(1)
+    snrs, gains = [], []
+    for _ in range(200):
+        voice, other = sampler.draw(rng, rate)
+        amplitude = np.max(np.abs(voice)) / np.sqrt(2 * np.mean(voice.astype(np.float64) ** 2))
+        assert amplitude == pytest.approx(1.0, abs=0.01)  # a scaled excerpt of a sine
+        level = np.sqrt(2 * np.mean(voice.astype(np.float64) ** 2))  # the sine's amplitude
+        gains.append(20 * np.log10(level / 0.1))
+        snrs.append(10 * np.log10(np.mean(voice.astype(np.float64) ** 2)
+                                  / np.mean(other.astype(np.float64) ** 2)))
+        assert np.max(np.abs(voice + other)) <= PEAK + 1e-6
+    assert SNR_RANGE_DB[0] - 0.05 <= min(snrs) and max(snrs) <= SNR_RANGE_DB[1] + 0.05
+    assert max(snrs) - min(snrs) > 15  # spread over the range, not one value
+    assert min(gains) >= GAIN_RANGE_DB[0] - 0.05 and max(gains) <= GAIN_RANGE_DB[1] + 0.05
+    assert max(gains) - min(gains) > 12
+
+
+def test_dynamic_mixing_needs_mixtures_data(mir1k_root: Path) -> None:
+    for spec in ("synthetic", f"mir1k:{mir1k_root}"):
+        with pytest.raises(EdgesepError, match="dynamic_mixing needs mixtures:PATH"):
+            load_training_data(spec, 16000, dynamic_mixing=True)
 
 
 def test_synthetic_deterministic_and_labelled() -> None:

@@ -291,21 +291,58 @@ _TOML = "[stft]\nsample_rate = 16000\nn_fft = 256\nhop = 64\n[model]\nchannels =
     (["--config", "{bad}"], "[train] batch_size must be an integer, got '16'"),
     (["--config", "{steps0}"], "[train] steps must be >= 1"),
     (["--config", "{random}"], "not a config (not UTF-8 text, so not TOML)"),
+    (["--config", "{dynamic}"], "[train] dynamic_mixing needs mixtures:PATH data"),
     (["--out", "{file}/run"], "cannot create the run directory"),
 ])
 def test_train_mistakes_are_one_line(tmp_path, args, expected):
     (tmp_path / "bad.toml").write_text(_TOML + '[train]\nbatch_size = "16"\n')
     (tmp_path / "steps0.toml").write_text(_TOML + "[train]\nsteps = 0\n")
     (tmp_path / "random.toml").write_bytes(np.random.default_rng(0).bytes(3000))
+    (tmp_path / "dynamic.toml").write_text(_TOML + "[train]\ndynamic_mixing = true\n")
     (tmp_path / "file").write_text("in the way")
     paths = {k: str(tmp_path / n) for k, n in (("bad", "bad.toml"), ("steps0", "steps0.toml"),
-                                                 ("random", "random.toml"), ("file", "file"))}
+                                                 ("random", "random.toml"), ("file", "file"),
+                                                 ("dynamic", "dynamic.toml"))}
     args = [a.format(**paths) for a in args]
     full = ["train", "--data", "synthetic:2", "--out", str(tmp_path / "run")]
     res = CliRunner().invoke(cli, [*full, *args])
     errors = [line for line in res.output.splitlines() if line.startswith("Error: ")]
     assert res.exit_code == 2 and len(errors) == 1 and expected in errors[0], res.output
     assert not (tmp_path / "run").exists()
+
+
+def test_dynamic_mixing_batches_are_fresh_patches_of_the_model_shape(data_root):
+    from edgesep.data import load_training_data
+    from edgesep.train import DynamicMixSet
+
+    cfg = load_config("speech")
+    assert cfg.train.dynamic_mixing and cfg.model == load_config("edge").model
+    sampler = load_training_data(f"mixtures:{data_root}", 16000, limit=3, dynamic_mixing=True)
+    mix_set = DynamicMixSet(sampler, cfg)
+    bins = cfg.nb_model_bins
+    features, mix_mag, src_mag = mix_set.batch(np.random.default_rng([0, 1]), 4, 32)
+    assert features.shape == (4, 32, bins, 1) and mix_mag.shape == (4, 32, bins)
+    assert src_mag.shape == (4, 32, bins, 2)
+    # the mixture's spectrum is the sum of the sources' (triangle inequality on magnitudes),
+    # and every frame lies inside the audio: no zero-padded start
+    assert np.all(mix_mag <= src_mag.sum(axis=-1) + 1e-4)
+    assert np.all(src_mag[:, 0, :, 1].sum(axis=-1) > 0)
+    again = mix_set.batch(np.random.default_rng([0, 2]), 4, 32)
+    assert not np.array_equal(features, again[0])
+
+
+def test_train_with_dynamic_mixing(tmp_path, data_root):
+    toml = tmp_path / "dynamic.toml"
+    toml.write_text(_TOML + "[train]\nsteps = 3\nbatch_size = 2\npatch_frames = 16\n"
+                    "validate_every = 3\ncheckpoint_every = 3\ndynamic_mixing = true\n")
+    res = CliRunner().invoke(cli, ["train", "--config", str(toml), "--data",
+                                   f"mixtures:{data_root}", "--limit", "4",
+                                   "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    assert "dynamic mixing of 4 speech / 64 noise" in res.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["best_val_loss"] is not None
+    assert metrics["train_data"]["dynamic_mixing"] and metrics["train_data"]["speech_files"] == 4
 
 
 def test_info_on_a_random_file_or_bad_toml_is_one_line(tmp_path):

@@ -127,9 +127,11 @@ def _run_at_8khz(tiny_run: Path, tmp_path: Path) -> Path:
     ("inf_threshold", "must be a finite number"),
     ("empty_data", "--data is empty"),
     ("unwritable_report", "cannot write there"),
-    ("target_elsewhere", "latency is measured on the target only"),
+    ("target_elsewhere", "edgesep target setup"),
+    ("p99_on_emulated", "--max-p99-ms needs a timing on the board"),
 ])
-def test_usage_errors_exit_2(case, expected, tiny_export, tiny_run, data_spec, tmp_path):
+def test_usage_errors_exit_2(case, expected, tiny_export, tiny_run, data_spec, tmp_path,
+                             monkeypatch):
     base = ["validate", str(tiny_export), "--data", data_spec, "--limit", "1"]
     if case == "missing_reference":
         args = base
@@ -147,10 +149,14 @@ def test_usage_errors_exit_2(case, expected, tiny_export, tiny_run, data_spec, t
     elif case == "unwritable_report":
         (tmp_path / "file").write_text("")
         args = [*base, "--reference", str(tiny_run), "--junit", str(tmp_path / "file" / "j.xml")]
-    else:
+    else:  # a Pi target elsewhere is emulated: refused before any work when not provisioned
         if platform.machine() == "aarch64":
             pytest.skip("this machine may be a Raspberry Pi")
+        monkeypatch.setenv("EDGESEP_TARGET_CACHE", str(tmp_path / "no-targets"))
         args = [*base, "--reference", str(tiny_run), "--target", "rpi5"]
+        if case == "p99_on_emulated":
+            (tmp_path / "no-targets").mkdir()
+            args += ["--max-p99-ms", "5", "--no-latency"]
     res = CliRunner().invoke(cli, [*args, "--json", str(tmp_path / "r.json")])
     assert res.exit_code == 2, res.output
     errors = [line for line in res.output.splitlines() if line.startswith("Error: ")]

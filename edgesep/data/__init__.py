@@ -8,6 +8,8 @@
 - ``mixtures:PATH`` -- speech in noise/music built from a root holding ``speech/`` and ``noise/``.
 
 For speech in noise, source ``"vocals"`` is the speech and ``"accompaniment"`` the noise/music.
+``load_training_data`` is what training reads: those clips, or with dynamic mixing a sampler
+that mixes fresh speech/interference pairs for every batch.
 """
 
 from __future__ import annotations
@@ -75,11 +77,7 @@ def load_clips(
                 raise EdgesepError(f"data spec {spec!r}: N must be at least 1")
         return load_synthetic(split, sample_rate, limit=limit, seed=seed, nb_train=nb_train)
     if kind in ("mir1k", "mixtures"):
-        if not arg:
-            raise EdgesepError(f"data spec {spec!r}: give a folder, e.g. {kind}:/data/{kind}")
-        root = Path(arg).expanduser()
-        if not root.is_dir():
-            raise EdgesepError(f"data spec {spec!r}: {root} is not a folder")
+        root = _root(spec)
         if kind == "mir1k":
             from edgesep.data.mir1k import load_mir1k
 
@@ -92,4 +90,32 @@ def load_clips(
     )
 
 
-__all__ = ["SOURCES", "SPLITS", "Clip", "load_clips"]
+def load_training_data(spec: str, sample_rate: int = 16000, limit: int | None = None,
+                       seed: int = 0, dynamic_mixing: bool = False):
+    """What a run trains on: the ``train`` clips of ``spec`` (a list of :class:`Clip`) or,
+    with ``dynamic_mixing`` (``mixtures:PATH`` only), a
+    :class:`edgesep.data.mixtures.MixtureSampler` over the train split's speech and
+    interference files that mixes fresh pairs for every batch."""
+    if not dynamic_mixing:
+        return load_clips(spec, "train", sample_rate=sample_rate, limit=limit, seed=seed)
+    if spec.partition(":")[0] != "mixtures":
+        raise EdgesepError(f"[train] dynamic_mixing needs mixtures:PATH data (speech and noise "
+                           f"files to mix), got {spec!r}")
+    if limit is not None and limit < 1:
+        raise EdgesepError(f"--limit must be at least 1, got {limit}")
+    from edgesep.data.mixtures import MixtureSampler
+
+    return MixtureSampler.from_root(_root(spec), "train", sample_rate, limit=limit)
+
+
+def _root(spec: str) -> Path:
+    kind, _, arg = spec.partition(":")
+    if not arg:
+        raise EdgesepError(f"data spec {spec!r}: give a folder, e.g. {kind}:/data/{kind}")
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        raise EdgesepError(f"data spec {spec!r}: {root} is not a folder")
+    return root
+
+
+__all__ = ["SOURCES", "SPLITS", "Clip", "load_clips", "load_training_data"]

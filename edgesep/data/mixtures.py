@@ -12,6 +12,11 @@ prefix (FA, FB, MC, MD, ...), sorted; within a group the 4th speaker is ``val``,
 every other one ``train`` (index mod 5 = 3 / 4). Noise files and MIR-1K songs, sorted
 naturally, go by index mod 10: 8 -> ``val``, 9 -> ``test``, else ``train``. Deterministic for a
 given ``seed``: every clip has its own generator seeded by ``(seed, split, clip index)``.
+
+:class:`MixtureSampler` is the training side of the same recipe, *dynamic mixing*: it holds
+the split's speech and interference audio in memory (read and resampled once) and mixes a
+fresh pair for every example it draws (``[train] dynamic_mixing = true``); the fixed clips
+of :func:`load_mixtures` stay the validation and test sets.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from edgesep.errors import EdgesepError
 SNR_RANGE_DB = (-5.0, 15.0)
 MUSIC_PROBABILITY = 0.5  # chance that a clip's interference is music (when MIR-1K is present)
 PEAK = 0.99
+#: Level of a dynamically mixed example: both sources scaled together by a gain drawn uniformly
+#: from this range (dB), then scaled down if the mixture would clip.
+GAIN_RANGE_DB = (-12.0, 6.0)
 
 
 def _natural_key(path: Path) -> list:
@@ -87,6 +95,17 @@ def _excerpt(audio: np.ndarray, length: int, rng: np.random.Generator) -> np.nda
     return audio[start : start + length]
 
 
+def _mix_at_snr(voice: np.ndarray, interference: np.ndarray, power_voice: float, snr: float,
+                gain: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(voice, interference)`` scaled: the interference to ``snr`` dB below ``power_voice``
+    (the utterance's mean power), both by ``gain``, then both down if their sum would clip."""
+    power_other = max(np.mean(interference**2), 1e-12)
+    interference = interference * np.sqrt(power_voice / power_other / 10 ** (snr / 10))
+    mixture = voice + interference
+    scale = gain * min(1.0, PEAK / max(gain * np.max(np.abs(mixture)), 1e-12))
+    return scale * voice, scale * interference
+
+
 def load_mixtures(
     root: Path,
     split: str = "train",
@@ -122,13 +141,10 @@ def load_mixtures(
         interference = _excerpt(interference, len(voice), rng).astype(np.float64)
         snr = float(rng.uniform(*SNR_RANGE_DB))
         power_voice = np.mean(voice.astype(np.float64) ** 2)
-        power_other = max(np.mean(interference**2), 1e-12)
-        interference *= np.sqrt(power_voice / power_other / 10 ** (snr / 10))
-        mixture = voice + interference
-        scale = min(1.0, PEAK / max(np.max(np.abs(mixture)), 1e-12))
+        voice, interference = _mix_at_snr(voice, interference, power_voice, snr)
         sources = {
-            "vocals": (scale * voice).astype(np.float32),
-            "accompaniment": (scale * interference).astype(np.float32),
+            "vocals": voice.astype(np.float32),
+            "accompaniment": interference.astype(np.float32),
         }
         clips.append(
             Clip(
@@ -140,3 +156,79 @@ def load_mixtures(
             )
         )
     return clips
+
+
+class MixtureSampler:
+    """Dynamic mixing over one split: every :meth:`batch` draws fresh speech/interference
+    pairs from audio held in memory (read and resampled once).
+
+    An example: a random speech file of the split, a random excerpt of it (zero-padded when the
+    file is shorter); a random interference file (music with probability
+    :data:`MUSIC_PROBABILITY` when MIR-1K is present, else noise), a random excerpt of it
+    (looped when short); the interference scaled to an SNR drawn uniformly from
+    :data:`SNR_RANGE_DB` against the utterance's mean power (as :func:`load_mixtures` does);
+    both scaled by a gain drawn from :data:`GAIN_RANGE_DB`, then down if the sum would clip.
+    Deterministic for a given generator, so a resumed run draws what an unbroken one would.
+    """
+
+    def __init__(self, speech: list[np.ndarray], noise: list[np.ndarray],
+                 music: list[np.ndarray], sample_rate: int, names: tuple[str, ...] = ()) -> None:
+        if not speech or not noise:
+            raise EdgesepError("dynamic mixing needs speech and noise files")
+        self.speech = [np.asarray(x, np.float32) for x in speech]
+        self.noise = [np.asarray(x, np.float32) for x in noise]
+        self.music = [np.asarray(x, np.float32) for x in music]
+        self.sample_rate = int(sample_rate)
+        self.names = names
+        self._speech_power = [float(np.mean(x.astype(np.float64) ** 2)) for x in self.speech]
+
+    @classmethod
+    def from_root(cls, root: Path, split: str = "train", sample_rate: int = 16000,
+                  limit: int | None = None) -> MixtureSampler:
+        """The speech, noise and music files of ``split`` under ``root`` (the first ``limit``
+        speech files), read at ``sample_rate``."""
+        speech, noise, music = split_sources(root, split)
+        speech = speech[:limit]
+        return cls(
+            [read_audio(p, sample_rate)[0] for p in speech],
+            [read_audio(p, sample_rate)[0] for p in noise],
+            [read_audio(p, sample_rate, channel=0, expected_channels=2)[0] for p in music],
+            sample_rate, names=tuple(p.stem for p in speech),
+        )
+
+    def __len__(self) -> int:
+        """The number of speech files."""
+        return len(self.speech)
+
+    def summary(self) -> dict:
+        """What the sampler draws from (for a run's metrics)."""
+        seconds = lambda xs: round(sum(len(x) for x in xs) / self.sample_rate, 1)  # noqa: E731
+        return {"dynamic_mixing": True, "speech_files": len(self.speech),
+                "noise_files": len(self.noise), "music_files": len(self.music),
+                "speech_seconds": seconds(self.speech), "noise_seconds": seconds(self.noise),
+                "music_seconds": seconds(self.music), "snr_db": list(SNR_RANGE_DB),
+                "gain_db": list(GAIN_RANGE_DB)}
+
+    def draw(self, rng: np.random.Generator, nb_samples: int) -> tuple[np.ndarray, np.ndarray]:
+        """One fresh example: ``(speech, interference)``, float32 ``[shape=(nb_samples,)]``."""
+        index = int(rng.integers(len(self.speech)))
+        utterance = self.speech[index]
+        voice = np.zeros(nb_samples, np.float64)
+        if len(utterance) >= nb_samples:
+            start = int(rng.integers(0, len(utterance) - nb_samples + 1))
+            voice[:] = utterance[start : start + nb_samples]
+        else:
+            start = int(rng.integers(0, nb_samples - len(utterance) + 1))
+            voice[start : start + len(utterance)] = utterance
+        use_music = bool(self.music) and rng.random() < MUSIC_PROBABILITY
+        pool = self.music if use_music else self.noise
+        other = _excerpt(pool[int(rng.integers(len(pool)))], nb_samples, rng).astype(np.float64)
+        snr = float(rng.uniform(*SNR_RANGE_DB))
+        gain = float(10 ** (rng.uniform(*GAIN_RANGE_DB) / 20))
+        voice, other = _mix_at_snr(voice, other, self._speech_power[index], snr, gain)
+        return voice.astype(np.float32), other.astype(np.float32)
+
+    def batch(self, rng: np.random.Generator, batch_size: int, nb_samples: int) -> np.ndarray:
+        """``batch_size`` fresh examples: ``[shape=(batch_size, 2, nb_samples)]``, speech
+        (``vocals``) first, then the interference (``accompaniment``)."""
+        return np.stack([np.stack(self.draw(rng, nb_samples)) for _ in range(batch_size)])
