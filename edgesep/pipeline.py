@@ -223,15 +223,7 @@ class Pipeline:
                 export, self.run_dir, clips, target=target, precision=precision, backend=backend,
                 max_sdr_drop=0.5,
                 progress=lambda msg, stem=stem: log.info("[validate] %s: %s", stem, msg))
-            gate.write_json(report, out / f"{stem}.json")
-            gate.write_junit(report, out / f"{stem}.xml")
-            gate.write_markdown(report, out / f"{stem}.md")
-            summary["gates"][stem] = {
-                "passed": report.passed,
-                "failed": [c.name for c in report.checks if not c.passed],
-            }
-            log.info("[validate] %s: %s", stem, "pass" if report.passed else
-                     "FAIL: " + ", ".join(summary["gates"][stem]["failed"]))
+            _record_gate(report, stem, out, summary)
             # strict JSON: an undefined (NaN) speech score becomes null, as in the report
             summary["scores"][f"{export.name}/{precision}/{backend}"] = report.to_dict()["scores"]
         self._emulated_targets(clips[:1], out, summary)
@@ -266,15 +258,9 @@ class Pipeline:
                 self.export_dir, self.run_dir, clips, target=name, precision="int8",
                 max_sdr_drop=0.5, latency=tools.has_counter,
                 progress=lambda msg, stem=stem: log.info("[validate] %s: %s", stem, msg))
-            gate.write_json(report, out / f"{stem}.json")
-            gate.write_junit(report, out / f"{stem}.xml")
-            gate.write_markdown(report, out / f"{stem}.md")
-            failed = [c.name for c in report.checks if not c.passed]
-            summary["gates"][stem] = {"passed": report.passed, "failed": failed}
+            _record_gate(report, stem, out, summary)
             summary["targets"][name] = {"how": f"emulated (qemu-user), {len(clips)} clip",
                                         "gate": stem}
-            log.info("[validate] %s: %s", stem, "pass" if report.passed else
-                     "FAIL: " + ", ".join(failed))
 
     def _firmware(self) -> dict:
         """The int8 export as C for a device (edgesep firmware), checked on TensorFlow Lite
@@ -300,3 +286,15 @@ class Pipeline:
 
         log.info("[report] separating a test clip (float32, int8), plotting, writing")
         return write_report(self)
+
+
+def _record_gate(report, stem: str, out: Path, summary: dict) -> None:
+    """Write a validate report as JSON, JUnit and Markdown, and note its verdict."""
+    from edgesep import validate as gate
+
+    gate.write_json(report, out / f"{stem}.json")
+    gate.write_junit(report, out / f"{stem}.xml")
+    gate.write_markdown(report, out / f"{stem}.md")
+    failed = [c.name for c in report.checks if not c.passed]
+    summary["gates"][stem] = {"passed": report.passed, "failed": failed}
+    log.info("[validate] %s: %s", stem, "pass" if report.passed else "FAIL: " + ", ".join(failed))
