@@ -4,7 +4,7 @@ by side: file size, parameters, MACs per frame, per-hop latency and validation S
     python benchmarks/export_table.py runs/bench_train/edge --data mir1k:$EDGESEP_DATA/mir1k
 
 Three exports of RUN go into a scratch directory (kept, so ``runtime_latency.py`` can reuse the
-first): ``base`` (TFLite float32, float16, dynamic, int8, int16x8; ONNX float32 and QDQ int8),
+first): ``base`` (TFLite float32, float16, dynamic, int8, int16x8; ONNX float32),
 ``magnitude50`` (tfmot magnitude pruning of 50 % of the separable kernels, fine-tuned) and
 ``structured50`` (50 % of every block's channels removed, fine-tuned), each with its int8.
 
@@ -55,7 +55,6 @@ ROWS = [
     ("int8", "base", "int8"),
     ("int16x8", "base", "int16x8"),
     ("ONNX float32", "base", "onnx_float32"),
-    ("ONNX QDQ int8", "base", "onnx_int8"),
     ("magnitude 50 % float32", "magnitude50", "float32"),
     ("magnitude 50 % int8", "magnitude50", "int8"),
     ("structured 50 % float32", "structured50", "float32"),
@@ -317,7 +316,7 @@ def verdicts(report: dict) -> list[dict]:
                     "met": ok, "note": note})
 
     a = report["aims"]
-    for label in ("int8", "ONNX QDQ int8", "int16x8"):
+    for label in ("int8", "int16x8"):
         r = rows.get(label)
         if r is not None:
             add(f"{label}: SDR drop vs Keras float32 <= {a['int8_max_drop_db']} dB "

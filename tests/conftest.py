@@ -85,7 +85,7 @@ def tiny_run(tmp_path_factory, data_spec: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_export(tiny_run: Path, tmp_path_factory) -> Path:
     """``export_run(tiny_run)`` for real: TFLite float32 + full-integer int8 (calibrated on real
-    audio) and ONNX float32 + QDQ int8; returns the export directory."""
+    audio) and ONNX float32; returns the export directory."""
     from edgesep.export import export_run
 
     out = tmp_path_factory.mktemp("tiny_export") / "export"

@@ -52,7 +52,7 @@ def export_run(
     """Export ``run_dir`` into ``out_dir``; returns the path of ``manifest.json``.
 
     float32 TFLite is always written; ``fp16``, ``dynamic``, ``int8``, ``int16x8`` add those
-    TFLite precisions, ``onnx`` a float32 ONNX model (and a QDQ int8 one with ``int8``).
+    TFLite precisions, ``onnx`` a float32 ONNX model.
     ``prune`` is a fraction: magnitude pruning of the separable kernels, or with ``structured``
     that fraction of every block's channels removed; both fine-tune ``prune_steps`` steps.
     Calibration and the accuracy check use ``calib_data`` (a ``load_clips`` spec; default the
@@ -159,11 +159,6 @@ def export_run(
                 stepper = Stepper(OnnxRuntimeBackend(path.read_bytes()), nb_sources)
                 artefacts["onnx_float32"] = _entry(path, "float32", "onnx", stepper,
                                                    check.measure(stepper, baseline))
-                if frames:
-                    qpath = ox.quantize_qdq(path, tmp / "model_int8.onnx", frames[:500])
-                    stepper = Stepper(OnnxRuntimeBackend(qpath.read_bytes()), nb_sources)
-                    artefacts["onnx_int8"] = _entry(qpath, "int8", "onnx", stepper,
-                                                    check.measure(stepper, baseline))
                 advance("onnx")
 
             manifest = build_manifest(

@@ -1,19 +1,19 @@
-"""Streaming graph -> ONNX (tf2onnx, opset 17; 19 fails with this stack), checked by onnx,
-plus optional static QDQ int8 with onnxruntime's quantiser. The runtime's one stepper runs it.
+"""Streaming graph -> float32 ONNX (tf2onnx, opset 17; 19 fails with this stack), checked by
+onnx. The runtime's one stepper runs it.
 
 Tensor names are the contract's (``frame``, ``masks``, the states of
-:func:`edgesep.contract.state_input_name` and their ``_out`` outputs). Note (DESIGN.md): on
-x86 the QDQ int8 model ran *slower* than float32 in onnxruntime; ``edgesep bench`` measures
-it, the manifest only records what was measured.
+:func:`edgesep.contract.state_input_name` and their ``_out`` outputs).
+
+No int8 ONNX is offered: onnxruntime's static QDQ int8 (per-channel weights, after
+``quant_pre_process``) lost 4.1 dB of SDR and ran 4x slower than this float32 model
+(``benchmarks/results/export_table.md`` as recorded at commit ecb0d8f); the int8 TFLite export
+is the quantised model to ship.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-
-import numpy as np
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -47,45 +47,3 @@ def _rename(model_proto, rename: dict) -> None:
         for tensor in [*model_proto.graph.input, *model_proto.graph.output]:
             if tensor.name == old:
                 tensor.name = new
-
-
-def quiet_onnxruntime() -> None:
-    """Only errors from onnxruntime's default logger (the quantiser's own sessions and
-    shape inference otherwise print a warning per node)."""
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)
-
-
-def quantize_qdq(float_path: Path, out_path: Path, frames: list[dict]) -> Path:
-    """Static QDQ int8 (per-channel weights) calibrated on ``frames`` (calibration items)."""
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    quiet_onnxruntime()
-    names = [i.name for i in onnx.load(str(float_path)).graph.input]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._items = iter(frames)
-
-        def get_next(self):
-            item = next(self._items, None)
-            if item is None:
-                return None
-            return {n: np.asarray(item[n], np.float32) for n in names}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-        )
-    return Path(out_path)
