@@ -195,46 +195,66 @@ def istft(spec: np.ndarray, cfg: StftConfig, length: int | None = None) -> np.nd
 
 
 class StreamingStft:
-    """Takes hop-size chunks, returns one STFT frame each: identical to :func:`stft`."""
+    """Takes hop-size chunks, returns one STFT frame each: identical to :func:`stft`.
 
-    def __init__(self, cfg: StftConfig) -> None:
-        self.cfg = cfg
-        self._buffer = np.zeros(cfg.n_fft)
-
-    def reset(self) -> None:
-        self._buffer[:] = 0.0
-
-    def push(self, chunk: np.ndarray) -> np.ndarray:
-        """``[shape=(hop,)]`` -> ``[shape=(nb_bins,)]`` complex."""
-        if chunk.shape != (self.cfg.hop,):
-            raise EdgesepError(f"expected a chunk of {self.cfg.hop} samples, got {chunk.shape}")
-        self._buffer[: -self.cfg.hop] = self._buffer[self.cfg.hop :]
-        self._buffer[-self.cfg.hop :] = chunk
-        return analyse_frames(self._buffer, self.cfg)
-
-
-class StreamingIstft:
-    """Takes one STFT frame, returns the next hop of output samples (overlap-add).
-
-    The concatenated output equals :func:`istft` delayed by ``cfg.output_delay_samples``. Only
-    the synthesis window's span (the newest ``cfg.synthesis_span`` samples of each frame) is
-    overlap-added: a sample leaves as soon as the last frame reaching it has been added.
+    Allocation-free per hop apart from the FFT's own result: the framing buffer and the
+    windowed frame are kept, and ``push(chunk, out=frame)`` writes into ``frame``.
     """
 
     def __init__(self, cfg: StftConfig) -> None:
         self.cfg = cfg
-        self._ola = np.zeros(cfg.synthesis_span)
+        self._buffer = np.zeros(cfg.n_fft)
+        self._windowed = np.zeros(cfg.n_fft)
+
+    def reset(self) -> None:
+        self._buffer[:] = 0.0
+
+    def push(self, chunk: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``[shape=(hop,)]`` -> ``[shape=(nb_bins,)]`` complex64 (``out`` when given)."""
+        hop = self.cfg.hop
+        if chunk.shape != (hop,):
+            raise EdgesepError(f"expected a chunk of {hop} samples, got {chunk.shape}")
+        buffer = self._buffer
+        buffer[:-hop] = buffer[hop:]
+        buffer[-hop:] = chunk
+        np.multiply(buffer, self.cfg.analysis_window, out=self._windowed)
+        spectrum = np.fft.rfft(self._windowed)
+        if out is None:
+            return spectrum.astype(np.complex64)
+        np.copyto(out, spectrum, casting="same_kind")
+        return out
+
+
+class StreamingIstft:
+    """Takes one STFT frame (or one per channel), returns the next hop of output samples
+    (overlap-add).
+
+    The concatenated output equals :func:`istft` delayed by ``cfg.output_delay_samples``. Only
+    the synthesis window's span (the newest ``cfg.synthesis_span`` samples of each frame) is
+    overlap-added: a sample leaves as soon as the last frame reaching it has been added.
+    ``nb_channels`` frames (``[shape=(nb_channels, nb_bins)]``) go through one inverse FFT.
+    """
+
+    def __init__(self, cfg: StftConfig, nb_channels: int | None = None) -> None:
+        self.cfg = cfg
+        lead = () if nb_channels is None else (nb_channels,)
+        span = cfg.synthesis_span
+        self._ola = np.zeros(lead + (span,))
+        self._window = cfg.synthesis_window[-span:]
+        self._added = np.zeros(lead + (span,))
 
     def reset(self) -> None:
         self._ola[:] = 0.0
 
     def push(self, frame: np.ndarray) -> np.ndarray:
-        """``[shape=(nb_bins,)]`` complex -> ``[shape=(hop,)]`` float32."""
-        hop = self.cfg.hop
-        self._ola += synthesise_frames(frame, self.cfg)[..., -self.cfg.synthesis_span :]
-        out = self._ola[:hop].astype(np.float32)
-        self._ola[:-hop] = self._ola[hop:]
-        self._ola[-hop:] = 0.0
+        """``[shape=(..., nb_bins)]`` complex -> ``[shape=(..., hop)]`` float32."""
+        hop, span, ola = self.cfg.hop, self.cfg.synthesis_span, self._ola
+        frames = np.fft.irfft(frame, n=self.cfg.n_fft, axis=-1)
+        np.multiply(frames[..., -span:], self._window, out=self._added)
+        ola += self._added
+        out = ola[..., :hop].astype(np.float32)
+        ola[..., :-hop] = ola[..., hop:]
+        ola[..., -hop:] = 0.0
         return out
 
 

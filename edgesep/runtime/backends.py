@@ -5,6 +5,10 @@
 state feedback are the stepper's job (:mod:`edgesep.runtime.stepper`). Exported models are
 loaded from bytes already checked against the manifest, never re-read from a path.
 
+A backend that can also offers :meth:`Backend.io`: numpy arrays *on* the model's own input and
+output buffers and a bare ``invoke``, so a hop writes its frame and feeds its states back
+without a dict, a ``set_tensor`` or a copy per tensor (the TFLite interpreters do).
+
 Registry: :data:`BACKENDS` (name -> the module and class that implement it, imported when
 opened, so the TensorFlow-side ``keras`` reference is never imported by the runtime itself).
 """
@@ -12,6 +16,8 @@ opened, so the TensorFlow-side ``keras`` reference is never imported by the runt
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,6 +41,21 @@ class Backend:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def io(self) -> TensorIO | None:
+        """Zero-copy access to the model's tensors, or ``None`` where the backend has none."""
+        return None
+
+
+@dataclass(frozen=True)
+class TensorIO:
+    """Arrays on a loaded model's input and output buffers, by tensor name, and ``invoke()``:
+    write the inputs, invoke, read the outputs (valid until the next invoke). No input buffer
+    overlaps an output buffer, so an output can be copied into an input after ``invoke``."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    invoke: Callable[[], None]
 
 
 def ordered(specs: list[TensorSpec]) -> list[TensorSpec]:
@@ -61,12 +82,39 @@ class _TfliteBackend(Backend):
         self.outputs = ordered([_spec(n, d, False) for n, d in runner_outs.items()])
         self._in_index = [(n, d["index"]) for n, d in runner_ins.items()]
         self._out_index = [(n, d["index"]) for n, d in runner_outs.items()]
+        self._io = self._bind()
+
+    def _bind(self) -> TensorIO | None:
+        """Views on the interpreter's tensor buffers, held for the backend's life.
+
+        The public ``Interpreter.invoke`` refuses to run while any view exists (a guard against
+        views outliving a re-allocation); the tensors here are allocated once and never
+        resized, so the views stay valid and the hop calls the wrapped interpreter's
+        ``Invoke`` directly, as ``invoke`` does after that guard. Where the wrapper differs
+        (no ``_interpreter``) or a buffer is shared between an input and an output, there is
+        no zero-copy access and :meth:`run` copies as the public API does."""
+        raw = getattr(self._interp, "_interpreter", None)
+        if raw is None or not hasattr(raw, "Invoke"):
+            return None
+        ins = {n: self._interp.tensor(i)() for n, i in self._in_index}
+        outs = {n: self._interp.tensor(i)() for n, i in self._out_index}
+        if any(np.shares_memory(a, b) for a in ins.values() for b in outs.values()):
+            return None
+        return TensorIO(ins, outs, raw.Invoke)
+
+    def io(self) -> TensorIO | None:
+        return self._io
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for name, idx in self._in_index:
-            self._interp.set_tensor(idx, inputs[name])
-        self._interp.invoke()
-        return {name: self._interp.get_tensor(idx) for name, idx in self._out_index}
+        if self._io is None:
+            for name, idx in self._in_index:
+                self._interp.set_tensor(idx, inputs[name])
+            self._interp.invoke()
+            return {name: self._interp.get_tensor(idx) for name, idx in self._out_index}
+        for name, view in self._io.inputs.items():
+            np.copyto(view, np.reshape(inputs[name], view.shape), casting="no")
+        self._io.invoke()
+        return {name: view.copy() for name, view in self._io.outputs.items()}
 
 
 def _spec(name: str, d: dict, is_input: bool) -> TensorSpec:

@@ -9,6 +9,12 @@ Float features in, float masks out, whatever the model's I/O types: the frame is
 its scale/zero point and the masks dequantised (:func:`quantise`/:func:`dequantise`, the only
 quantiser). A state output whose (dtype, scale, zero point) equals its receiving input's is fed
 back raw (exact for int8); otherwise it is dequantised and requantised.
+
+Where the backend offers zero-copy access (:meth:`edgesep.runtime.backends.Backend.io`, the
+TFLite interpreters) a step allocates next to nothing: the frame is quantised into the model's
+input buffer, each state output is copied into its input buffer, and the masks are read from
+the output buffer. Other backends (ONNX Runtime, the Keras reference) take the same numbers
+through ``backend.run`` with dicts.
 """
 
 from __future__ import annotations
@@ -74,6 +80,19 @@ class Stepper:
             self._links.append((spec, out, same))
         self.last_feeds: dict[str, np.ndarray] = {}
         self.last_outputs: dict[str, np.ndarray] = {}
+        self._io = backend.io()
+        if self._io is not None:
+            self._frame_in = self._io.inputs[self._frame.name].reshape(-1)
+            self._masks_out = self._io.outputs[self._masks.name].reshape(-1)
+            ins, outs = self._io.inputs, self._io.outputs
+            self._fed_back = [(ins[spec.name], outs[src.name])
+                              for spec, src, same in self._links if same]
+            self._requantised = [(ins[spec.name], outs[src.name], spec, src)
+                                 for spec, src, same in self._links if not same]
+        self._qframe = np.zeros(self.nb_model_bins, np.float32)
+        self._frame_q = _constants(self._frame)
+        self._masks_q = _constants(self._masks)
+        self._mask_values = np.zeros(self.nb_model_bins * nb_sources, np.float32)
         self.reset()
 
     @classmethod
@@ -107,9 +126,52 @@ class Stepper:
         """Zero the states (the quantised zero for integer states)."""
         self._feeds = {spec.name: quantise(np.zeros(spec.shape, np.float32), spec)
                        for spec, _, _ in self._links}
+        if self._io is not None:
+            for spec, _, _ in self._links:
+                np.copyto(self._io.inputs[spec.name], self._feeds[spec.name])
 
     def step(self, features: np.ndarray) -> np.ndarray:
         """``[shape=(nb_model_bins,)]`` -> masks ``[shape=(nb_model_bins, nb_sources)]``."""
+        if self._io is not None:
+            raw_masks = self._step_in_place(features)
+        else:
+            raw_masks = self._step_with_dicts(features)
+        values = self._mask_values
+        if self._masks_q is not None:  # dequantise(), in place
+            scale, zero_point, _, _ = self._masks_q
+            np.subtract(raw_masks, zero_point, out=values)
+            np.multiply(values, scale, out=values)
+        else:
+            np.copyto(values, raw_masks)
+            np.nan_to_num(values, copy=False, nan=0.0)
+        masks = np.maximum(values, np.float32(0.0))  # np.clip(values, 0, 1), a new array
+        np.minimum(masks, np.float32(1.0), out=masks)
+        return masks.reshape(self.nb_model_bins, self.nb_sources)
+
+    def _step_in_place(self, features: np.ndarray) -> np.ndarray:
+        io = self._io
+        if self._frame_q is not None:  # quantise(), in place
+            q, (scale, zero_point, low, high) = self._qframe, self._frame_q
+            np.divide(np.reshape(features, -1), scale, out=q, dtype=np.float32)
+            np.rint(q, out=q)
+            q += zero_point
+            np.maximum(q, low, out=q)  # np.clip's checks cost more than the clip here
+            np.minimum(q, high, out=q)
+            self._frame_in[...] = q  # integral and in range: the cast is exact
+        else:
+            self._frame_in[...] = np.reshape(features, -1)
+        if self.record:
+            self.last_feeds = {name: view.copy() for name, view in io.inputs.items()}
+        io.invoke()
+        if self.record:
+            self.last_outputs = {name: view.copy() for name, view in io.outputs.items()}
+        for state_in, state_out in self._fed_back:
+            state_in[...] = state_out  # ndarray assignment: half the cost of np.copyto here
+        for state_in, state_out, spec_in, src in self._requantised:
+            state_in[...] = quantise(dequantise(state_out, src), spec_in)
+        return self._masks_out
+
+    def _step_with_dicts(self, features: np.ndarray) -> np.ndarray:
         feeds = self._feeds
         feeds[self._frame.name] = quantise(np.reshape(features, self._frame.shape), self._frame)
         out = self.backend.run(feeds)
@@ -118,15 +180,23 @@ class Stepper:
         for spec, src, same in self._links:
             raw = out[src.name]
             feeds[spec.name] = raw if same else quantise(dequantise(raw, src), spec)
-        masks = dequantise(out[self._masks.name], self._masks)
-        masks = masks.reshape(self.nb_model_bins, self.nb_sources)
-        return np.clip(np.nan_to_num(masks, nan=0.0), 0.0, 1.0)
+        return out[self._masks.name].reshape(-1)
 
     def run(self, features: np.ndarray) -> np.ndarray:
         """Masks of every frame of ``features [shape=(nb_frames, nb_model_bins)]`` from zero
         states: ``[shape=(nb_frames, nb_model_bins, nb_sources)]``."""
         self.reset()
         return np.stack([self.step(f) for f in features])
+
+
+def _constants(spec: TensorSpec) -> tuple[np.float32, np.float32, np.float32,
+                                           np.float32] | None:
+    """``(scale, zero point, dtype min, dtype max)`` as float32 of a quantised tensor."""
+    if not spec.quantised:
+        return None
+    info = np.iinfo(spec.dtype)
+    return (np.float32(spec.scale), np.float32(spec.zero_point), np.float32(info.min),
+            np.float32(info.max))
 
 
 def open_stepper(manifest: Manifest, precision: str | None = None, backend: str = "litert",
