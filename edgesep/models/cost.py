@@ -16,7 +16,8 @@ MACs count the convolutions only (BatchNorm folded; additions, pooling, activati
 counted): per frame on the one-frame streaming graph for a causal config, per
 ``train.patch_frames`` patch of the offline graph (every head) for a non-causal one. A separable
 block whose strides differ, ``(1, 2)``, runs its depthwise part at stride 1 and decimates
-(see ``ConvBlock``), so that part costs ``stride_t * stride_f`` times its output positions.
+(see ``ConvBlock``), so that part costs ``stride_t * stride_f`` times its output positions;
+except in the streaming graph, where an undilated one strides its depthwise directly.
 
 The receptive field follows each tensor's reach: a block with a time kernel adds
 ``(kernel_t - 1) * dilation_t`` frames of its input's step, a time stride multiplies the step, an
@@ -108,7 +109,8 @@ class CostBuilder:
         shape = (1, out_frames, -(-bins // sf), int(filters))
         if separable and (kt, kf) != (1, 1):
             depthwise, cell = kt * kf * c_in, c_in * filters
-            decimate = 1 if st == sf else st * sf
+            strided = st == sf or (self.mode is Mode.STREAM and dilation_rate == (1, 1))
+            decimate = 1 if strided else st * sf
         else:
             depthwise, cell, decimate = 0, kt * kf * c_in * filters, 1
         parameters = depthwise + cell + _norm_parameters(filters, norm)

@@ -130,8 +130,18 @@ class ConvBlock(keras.layers.Layer):
         )
         return tf.pad(x, [[0, 0], list(pad_time), [fb, fa], [0, 0]])
 
-    def _convolve(self, x):
+    def _convolve(self, x, one_frame: bool = False):
         if self.depthwise is not None:
+            if one_frame and self.decimate != (1, 1) and self.dilation_rate == (1, 1):
+                # One output frame (streaming): striding time like frequency gives that same
+                # frame, so the depthwise strides directly. Half the MACs, and no stride-2
+                # STRIDED_SLICE, which TFLite's XNNPACK delegate does not take.
+                stride = self.decimate[1]
+                if not self.depthwise.built:  # a streaming graph built on new layers
+                    self.depthwise.build(x.shape)
+                x = tf.nn.depthwise_conv2d(x, self.depthwise.depthwise_kernel,
+                                           strides=(1, stride, stride, 1), padding="VALID")
+                return self.cell(x)
             x = self.depthwise(x)
             if self.decimate != (1, 1):
                 x = x[:, :: self.decimate[0], :: self.decimate[1]]
@@ -160,7 +170,9 @@ class ConvBlock(keras.layers.Layer):
             raise EdgesepError(f"{self.name}: a non-causal block cannot stream")
         x = tf.concat([state, inputs], axis=1)
         new_state = x[:, x.shape[1] - self.state_frames :]
-        return self._finish(self._convolve(self._pad(x, (0, 0))), training), new_state
+        one_frame = inputs.shape[1] == 1
+        return (self._finish(self._convolve(self._pad(x, (0, 0)), one_frame), training),
+                new_state)
 
     def get_prunable_weights(self):
         """Every kernel of the cell (tfmot prunes only the pointwise one of a separable conv)."""
@@ -181,6 +193,43 @@ class ConvBlock(keras.layers.Layer):
         }
 
 
+#: The most inputs of a CONCATENATION that TFLite's XNNPACK delegate takes (measured: 5
+#: delegated, 6 not).
+XNNPACK_MAX_CONCAT = 5
+
+
+def concat_tree(xs: list, axis: int = -1):
+    """``tf.concat(xs, axis)`` as a tree of concatenations of at most
+    :data:`XNNPACK_MAX_CONCAT` inputs (the same numbers, and the delegate runs every one)."""
+    while len(xs) > XNNPACK_MAX_CONCAT:
+        xs = [xs[i : i + XNNPACK_MAX_CONCAT] for i in range(0, len(xs), XNNPACK_MAX_CONCAT)]
+        xs = [tf.concat(g, axis) if len(g) > 1 else g[0] for g in xs]
+    return tf.concat(xs, axis)
+
+
+def repeat_bins(x, factor: int):
+    """Nearest-neighbour upsampling by ``factor`` along frequency (axis 2), as concatenations
+    of channels and reshapes: ``[f, c] -> [f, (c, c)] -> [2f, c]`` per factor 2 (3, 5 likewise,
+    larger primes in one step). The streaming graph's form of ``UpSampling2D((1, factor))``
+    and of the pooled branch's broadcast: the same copies, in ops TFLite's XNNPACK delegate
+    runs (it does not take RESIZE_NEAREST_NEIGHBOR, and every op it leaves out splits the
+    graph into another delegated partition)."""
+    for p in _prime_factors(factor):
+        _, frames, bins, channels = x.shape
+        x = tf.reshape(concat_tree([x] * p), (-1, frames, bins * p, channels))
+    return x
+
+
+def _prime_factors(n: int) -> list[int]:
+    factors, p = [], 2
+    while n > 1:
+        while n % p == 0:
+            factors.append(p)
+            n //= p
+        p += 1
+    return factors
+
+
 @keras.utils.register_keras_serializable(package="edgesep")
 class PooledBranch(keras.layers.Layer):
     """ASPP image-pooling branch: average, 1x1 block, broadcast back.
@@ -197,9 +246,11 @@ class PooledBranch(keras.layers.Layer):
         self.filters, self.axes, self.norm = int(filters), axes, norm
         self.block = ConvBlock(filters, (1, 1), norm=norm, name="proj")
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, streaming: bool = False):
         axis = [2] if self.axes == "freq" else [1, 2]
         pooled = self.block(tf.reduce_mean(inputs, axis=axis, keepdims=True), training=training)
+        if streaming and self.axes == "freq":
+            return repeat_bins(pooled, int(inputs.shape[2]))
         if inputs.shape[2] is not None and (self.axes == "freq" or inputs.shape[1] is not None):
             # Broadcast back by nearest-neighbour upsampling (the decoders' UpSampling2D op,
             # RESIZE_NEAREST_NEIGHBOR): a copy, so the same numbers and no weights. Not by
@@ -259,15 +310,20 @@ class GraphBuilder:
 
     def pool(self, name: str, x, filters: int, axes: str, norm: str):
         """Apply the :class:`PooledBranch` ``name`` (stateless in both modes)."""
-        return self.layer(name, lambda n: PooledBranch(filters, axes, norm=norm, name=n))(x)
+        branch = self.layer(name, lambda n: PooledBranch(filters, axes, norm=norm, name=n))
+        return branch(x, streaming=self.mode is Mode.STREAM)
 
     def concat(self, name: str, xs: list):
+        if self.mode is Mode.STREAM and len(xs) > XNNPACK_MAX_CONCAT:
+            return concat_tree(list(xs))
         return self.layer(name, lambda n: keras.layers.Concatenate(name=n))(list(xs))
 
     def add(self, name: str, xs: list):
         return self.layer(name, lambda n: keras.layers.Add(name=n))(list(xs))
 
     def upsample(self, name: str, x, size):
+        if self.mode is Mode.STREAM and size[0] == 1:
+            return repeat_bins(x, size[1])
         return self.layer(name, lambda n: keras.layers.UpSampling2D(size, name=n))(x)
 
     def head(self, name: str, x, nb_sources: int, stride_f: int):
