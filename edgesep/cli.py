@@ -453,7 +453,7 @@ def info(target: str, as_json: bool) -> None:
 @click.option("--fp16", is_flag=True, help="float16-weight TFLite.")
 @click.option("--int16x8", is_flag=True, help="int16 activations / int8 weights TFLite.")
 @click.option("--dynamic", is_flag=True, help="Dynamic-range (int8 weights) TFLite.")
-@click.option("--onnx", is_flag=True, help="ONNX float32 (and QDQ int8 with --int8).")
+@click.option("--onnx", is_flag=True, help="ONNX float32 (no int8 ONNX: see the README).")
 @click.option("--prune", type=float, default=None,
               help="Prune this fraction of the separable kernels' weights (e.g. 0.5).")
 @click.option("--structured", is_flag=True,
@@ -565,26 +565,33 @@ def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p
 @cli.command()
 @click.option("--out", "out_dir", default="runs/demo", show_default=True,
               type=click.Path(file_okay=False), help="Directory for every stage's outputs.")
-@click.option("--data", "data_spec", default="synthetic", show_default=True,
-              help="synthetic (built-in), mir1k:PATH or mixtures:PATH.")
-@click.option("--config", "config_name", default="edge", show_default=True,
-              help="Streaming config (name or TOML path).")
-@click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Training steps (default: a few minutes on two CPU cores).")
+@click.option("--data", "data_spec", default=None,
+              help="synthetic (built-in), mir1k:PATH or mixtures:PATH. Default: synthetic, or "
+              "with --init the data the model was trained on.")
+@click.option("--config", "config_name", default=None,
+              help="Streaming config (name or TOML path). Default: edge, or with --init the "
+              "model's own.")
+@click.option("--init", "init", default=None, metavar="pretrained:NAME",
+              help="Start from a packaged model's weights (edgesep pretrained list) instead of "
+              "random ones.")
+@click.option("--steps", type=click.IntRange(min=0), default=None,
+              help="Training steps (default: a few minutes on two CPU cores; with --init 0: "
+              "the model as packaged).")
 @click.option("--prune", type=click.FloatRange(0.05, 0.95), default=0.5, show_default=True,
               help="Fraction of channels removed in the pruned export.")
 @user_errors
-def pipeline(out_dir, data_spec, config_name, steps, prune):
+def pipeline(out_dir, data_spec, config_name, init, steps, prune):
     """The whole chain: data, train, prune/quantize/export, streaming check, validate, report.
 
     Re-running skips stages whose outputs are intact and resumes an interrupted training.
 
     Example: edgesep pipeline --out runs/demo
+             edgesep pipeline --init pretrained:speech-edge --out runs/speech
     """
     from edgesep.pipeline import Pipeline
 
     report = Pipeline(out_dir, data=data_spec, config=config_name, steps=steps,
-                      prune=prune).run()
+                      prune=prune, init=init).run()
     click.echo(f"report: {report} (and {report.with_suffix('.md')})")
 
 

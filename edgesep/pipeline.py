@@ -1,10 +1,15 @@
 """The main job: data -> train -> export (+ pruned export) -> streaming check -> validate ->
 report, on the built-in synthetic data by default.
 
+``init="pretrained:NAME"`` starts from a packaged model instead (:mod:`edgesep.pretrained`):
+its config and Keras weights, by default on the data it was trained on and with no training
+step (``steps=0``), so the report scores that model itself; ``steps=N`` fine-tunes it.
+
 Each stage records its outputs' SHA-256 in ``OUT/stages/<stage>.json`` once it has finished.
-Re-running skips a stage whose record exists, whose outputs are intact and whose upstream
-stage did not change; an interrupted training resumes from its last checkpoint. A failed
-stage raises :class:`EdgesepError` naming the stage, and earlier stages' outputs stay.
+Re-running skips a stage whose record exists, whose outputs are intact, whose inputs (the
+training's ``init``) are the same and whose upstream stage did not change; an interrupted
+training resumes from its last checkpoint. A failed stage raises :class:`EdgesepError` naming
+the stage, and earlier stages' outputs stay.
 """
 
 from __future__ import annotations
@@ -46,13 +51,24 @@ class Pipeline:
     def __init__(
         self,
         out_dir: str | Path,
-        data: str = "synthetic",
-        config: str | Path = "edge",
+        data: str | None = None,
+        config: str | Path | None = None,
         steps: int | None = None,
         prune: float = 0.5,
         progress: bool = True,
+        init: str | None = None,
     ) -> None:
         self.out = Path(out_dir)
+        self.init = init
+        self.init_weights: Path | None = None
+        if init is None:
+            if steps == 0:
+                raise EdgesepError("--steps 0 needs --init pretrained:NAME (a model to start "
+                                   "from)")
+            data, config = data or "synthetic", config or "edge"
+        else:
+            data, config = self._pretrained(init, data, config)
+            steps = 0 if steps is None else steps
         self.data = data
         self.config_name = config
         self.steps = steps
@@ -64,9 +80,30 @@ class Pipeline:
         self.results: dict[str, dict] = {}
         self._upstream = ""
 
+    def _pretrained(self, init: str, data: str | None,
+                    config: str | Path | None) -> tuple[str, str]:
+        """Check ``--init pretrained:NAME`` against ``--data``/``--config``; returns both."""
+        from edgesep import pretrained
+
+        name = pretrained.parse(init)
+        self.init_weights = pretrained.weights(name)
+        card = pretrained.card(name)
+        if config is not None and str(config) != card["config"]:
+            raise EdgesepError(f"--config {config} conflicts with --init {init}, trained with "
+                               f"config {card['config']!r}: leave --config out")
+        if data is None:
+            data = card["train_config"]["data"]
+            folder = Path(data.partition(":")[2]).expanduser()
+            if not folder.is_dir():
+                raise EdgesepError(f"{init} was trained on {data}, not found here: pass "
+                                   f"--data {data.partition(':')[0]}:PATH")
+        return data, card["config"]
+
     # --- stage bookkeeping -------------------------------------------------------------
-    def stage(self, name: str, fn: Callable[[], dict], outputs: list[Path]) -> dict:
-        """Run ``fn`` unless its record says its outputs are intact; record them after."""
+    def stage(self, name: str, fn: Callable[[], dict], outputs: list[Path],
+              inputs: dict | None = None) -> dict:
+        """Run ``fn`` unless its record says its outputs are intact and its ``inputs`` the
+        same; record them after."""
         record_path = self.out / "stages" / f"{name}.json"
         if record_path.exists():
             record = json.loads(record_path.read_text())
@@ -74,11 +111,12 @@ class Pipeline:
                 (self.out / rel).exists() and digest(self.out / rel) == sha
                 for rel, sha in record["outputs"].items()
             )
-            if intact and record.get("upstream") == self._upstream:
+            if (intact and record.get("upstream") == self._upstream
+                    and record.get("inputs") == inputs):
                 log.info("[%s] up to date, skipped", name)
                 self._upstream = record["digest"]
                 return record["summary"]
-            log.info("[%s] outputs changed or upstream re-ran: running again", name)
+            log.info("[%s] outputs or inputs changed, or upstream re-ran: running again", name)
         log.info("[%s] running", name)
         started = time.monotonic()
         try:
@@ -94,6 +132,8 @@ class Pipeline:
         checksums = {str(p.relative_to(self.out)): digest(p) for p in outputs}
         record = {"stage": name, "outputs": checksums, "upstream": self._upstream,
                   "summary": summary}
+        if inputs is not None:
+            record["inputs"] = inputs
         record["digest"] = sha256_bytes(json.dumps(record, sort_keys=True).encode())
         write_json_atomic(record_path, record)
         self._upstream = record["digest"]
@@ -103,12 +143,28 @@ class Pipeline:
     # --- data ---------------------------------------------------------------------------
     @cached_property
     def cfg(self) -> Config:
-        cfg = load_config(self.config_name)
+        """The config trained: the demo's short training of ``config``, or with ``init`` the
+        packaged model's config (as trained when ``steps`` is 0)."""
+        if self.init_weights is None:
+            cfg = load_config(self.config_name)
+        else:
+            from edgesep.contract import load_manifest
+
+            cfg = Config.from_dict(load_manifest(self.init_weights.parent).config, self.init)
+            if self.steps == 0:
+                return replace(cfg, train=replace(cfg.train, data=self.data))
         train = {**DEMO_TRAIN, "data": self.data, "seed": cfg.train.seed}
         if self.steps is not None:
             train["steps"] = self.steps
         train["lr_decay_steps"] = train["steps"]
         return replace(cfg, train=replace(cfg.train, **train))
+
+    @cached_property
+    def init_record(self) -> dict | None:
+        """What training starts from (in the train stage's record): None for random weights."""
+        if self.init_weights is None:
+            return None
+        return {"init": self.init, "sha256": sha256_file(self.init_weights)}
 
     def clips(self, split: str, limit: int | None = None):
         from edgesep.data import load_clips
@@ -128,7 +184,8 @@ class Pipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         self.results["data"] = self.stage("data", self._data, [self.out / "data.json"])
         self.results["train"] = self.stage(
-            "train", self._train, [self.run_dir / "model.weights.h5", self.run_dir / "config.json"]
+            "train", self._train, [self.run_dir / "model.weights.h5", self.run_dir / "config.json"],
+            inputs=self.init_record,
         )
         self.results["export"] = self.stage(
             "export", self._export, [self.export_dir, self.pruned_dir]
@@ -157,9 +214,16 @@ class Pipeline:
         return summary
 
     def _train(self) -> dict:
-        from edgesep.train import train
+        import shutil
+
+        from edgesep.train import read_init, train
 
         resume = any((self.run_dir / "checkpoints").glob("ckpt-*"))
+        started = (read_init(self.run_dir) or {}).get("sha256")
+        if resume and started != (self.init_record or {}).get("sha256"):
+            log.info("[train] %s started from other weights: training afresh", self.run_dir)
+            shutil.rmtree(self.run_dir)
+            resume = False
         if resume:
             log.info("[train] resuming from the last checkpoint")
         train_data = self.clips("train")
@@ -168,9 +232,15 @@ class Pipeline:
 
             train_data = load_training_data(self.data, self.cfg.stft.sample_rate,
                                             seed=self.cfg.train.seed, dynamic_mixing=True)
+        if self.init:
+            log.info("[train] from %s (%s), %d more steps", self.init, self.init_weights,
+                     self.steps)
         metrics = train(self.cfg, train_data, self.clips("val"), self.run_dir,
-                        resume=resume, progress=self.progress)
-        return {k: metrics[k] for k in ("steps", "final_train_loss", "best_val_loss", "device")}
+                        resume=resume, progress=self.progress,
+                        steps=0 if self.steps == 0 else None, init_weights=self.init_weights)
+        summary = {k: metrics[k] for k in ("steps", "final_train_loss", "best_val_loss",
+                                           "device")}
+        return {**summary, "init": self.init}
 
     def _export(self) -> dict:
         from edgesep.export import export_run

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 log = logging.getLogger("edgesep.train")
 
+#: Written in a run started from given weights (``train(init_weights=...)``).
+INIT_FILE = "init.json"
 #: Probability that a training example mixes the voice of one clip with another's accompaniment.
 REMIX_PROBABILITY = 0.5
 
@@ -155,6 +158,7 @@ def train(
     steps: int | None = None,
     progress: bool = True,
     max_seconds: float | None = None,
+    init_weights: Path | None = None,
 ) -> dict:
     """Train ``cfg``'s model into ``out_dir``; returns the metrics written to metrics.json.
 
@@ -163,6 +167,10 @@ def train(
 
     ``max_seconds`` stops early (with a checkpoint, so ``--resume`` can go on) once this
     session has trained that long.
+
+    ``init_weights`` (a ``*.weights.h5`` of this model) starts a new run from those weights
+    instead of random ones: they are the run's weights until a validation beats their loss
+    (step 0 of the history), and ``steps=0`` keeps them as they are. A resumed run ignores it.
     """
     from edgesep.console import import_tensorflow
     from edgesep.console import progress as progress_bar
@@ -175,7 +183,7 @@ def train(
 
     out_dir = Path(out_dir)
     check_writable_dir(out_dir, "run directory")
-    if steps is not None and steps < 1:
+    if steps is not None and steps < (0 if init_weights is not None else 1):
         raise EdgesepError(f"--steps must be at least 1, got {steps}")
     if max_seconds is not None and not (np.isfinite(max_seconds) and max_seconds > 0):
         raise EdgesepError(f"--max-minutes must be a finite number > 0, got {max_seconds / 60}")
@@ -259,10 +267,16 @@ def train(
         tf.TensorSpec((None, tc.patch_frames, bins, 2), tf.float32),
     )
     start = int(step_var)
+    history = [h for h in _read_history(out_dir) if h["step"] <= start]
+    if start == 0:
+        _start_from(model, init_weights, out_dir)
+        if init_weights is not None and val_batches:
+            best_val.assign(float(np.mean([eval_step(*b) for b in val_batches])))
+            history = [{"step": 0, "train_loss": None, "val_loss": float(best_val)}]
+            log.info("initialised from %s: val %.4f", init_weights, float(best_val))
     dataset = tf.data.Dataset.from_generator(lambda: batches(start), output_signature=signature)
     dataset = dataset.prefetch(2)
     writer = tf.summary.create_file_writer(str(out_dir / "tensorboard"))
-    history = [h for h in _read_history(out_dir) if h["step"] <= start]
     t0 = time.perf_counter()
     loss_avg = None if np.isnan(float(loss_ema)) else float(loss_ema)
     bar = progress_bar(total_steps, "train", "step", enabled=progress, initial=start)
@@ -312,11 +326,37 @@ def train(
         "nb_train_clips": len(train_clips),
         "train_data": train_data,
         "nb_val_clips": len(val_clips),
+        "init": read_init(out_dir),
         "history": history,
     }
     write_json_atomic(out_dir / "metrics.json", metrics)
     log.info("trained to step %d", int(step_var))
     return metrics
+
+
+def _start_from(model, init_weights: Path | None, out_dir: Path) -> None:
+    """A new run: load ``init_weights`` (if any) into ``model`` and keep them as the run's
+    weights, byte for byte, and record them in ``init.json`` (removed without)."""
+    from edgesep.files import sha256_file
+
+    record = out_dir / INIT_FILE
+    if init_weights is None:
+        record.unlink(missing_ok=True)
+        return
+    try:
+        model.load_weights(str(init_weights))
+    except (OSError, ValueError) as exc:
+        raise EdgesepError(f"{init_weights}: cannot initialise this config's model from it "
+                           f"({' '.join(str(exc).split())[:200]})") from None
+    shutil.copyfile(init_weights, out_dir / WEIGHTS_FILE)
+    write_json_atomic(record, {"weights": str(init_weights),
+                               "sha256": sha256_file(Path(init_weights))})
+
+
+def read_init(run_dir: Path) -> dict | None:
+    """What run ``run_dir`` started from: ``{"weights", "sha256"}``, or None (random)."""
+    path = Path(run_dir) / INIT_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _validation_batches(clips: list[Clip], cfg: Config) -> list:

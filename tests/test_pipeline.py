@@ -147,3 +147,106 @@ def test_pipeline_names_the_failed_stage(tmp_path, tiny_toml):
     assert result.exit_code == 2
     assert "pipeline stage 'data' failed" in result.output
     assert "/nonexistent" in result.output
+
+
+# --- starting from a packaged model: --init pretrained:NAME ----------------------------------
+
+PRETRAINED = "speech-edge"
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--init", "pretrained:nope"], f"unknown pretrained model 'nope' (packaged: {PRETRAINED})"),
+    (["--init", PRETRAINED], f"'{PRETRAINED}': give pretrained:NAME (packaged: {PRETRAINED})"),
+    (["--init", "runs/speech-edge"], "give pretrained:NAME"),
+    (["--init", f"pretrained:{PRETRAINED}", "--config", "edge"],
+     f"--config edge conflicts with --init pretrained:{PRETRAINED}, trained with config "
+     "'speech': leave --config out"),
+    (["--init", f"pretrained:{PRETRAINED}"],  # run where the card's ../shared/data is not
+     f"pretrained:{PRETRAINED} was trained on mixtures:../shared/data, not found here: pass "
+     "--data mixtures:PATH"),
+    (["--steps", "0"], "--steps 0 needs --init pretrained:NAME"),
+])
+def test_pipeline_init_refusals_are_one_line(tmp_path, monkeypatch, args, error):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["pipeline", "--out", str(tmp_path / "out"), *args])
+    lines = [line for line in res.output.splitlines() if line.startswith("Error: ")]
+    assert res.exit_code == 2 and len(lines) == 1 and "Traceback" not in res.output, res.output
+    assert error in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_pipeline_init_takes_the_models_config_and_data(tmp_path, monkeypatch):
+    from edgesep.pipeline import Pipeline
+
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")  # where the card's mixtures:../shared/data exists
+    for config in (None, "speech"):
+        pipe = Pipeline(tmp_path / "out", init=f"pretrained:{PRETRAINED}", config=config)
+        assert (pipe.data, pipe.config_name, pipe.steps) == ("mixtures:../shared/data",
+                                                             "speech", 0)
+        assert pipe.cfg.name == "speech" and pipe.cfg.train.data == pipe.data
+    tuned = Pipeline(tmp_path / "out", init=f"pretrained:{PRETRAINED}", data="synthetic",
+                     steps=5)
+    assert tuned.data == "synthetic" and tuned.cfg.train.steps == 5
+    assert tuned.cfg.model == pipe.cfg.model and tuned.cfg.stft == pipe.cfg.stft
+
+
+def test_a_stage_reruns_when_its_inputs_change(tmp_path):
+    """The train stage records its init: another init (or none) runs training again."""
+    from edgesep.pipeline import Pipeline
+
+    pipe, runs = Pipeline(tmp_path), []
+
+    def fn() -> dict:
+        runs.append(1)
+        (tmp_path / "out.txt").write_text("x")
+        return {}
+
+    for inputs, expected in ((None, 1), (None, 1), ({"init": "a"}, 2), ({"init": "a"}, 2),
+                             ({"init": "b"}, 3), (None, 4)):
+        pipe._upstream = ""
+        pipe.stage("train", fn, [tmp_path / "out.txt"], inputs=inputs)
+        assert len(runs) == expected, inputs
+        assert json.loads((tmp_path / "stages" / "train.json").read_text()).get(
+            "inputs") == inputs
+
+
+@pytest.mark.slow
+def test_pipeline_from_the_pretrained_model_reports_real_separation(tmp_path, monkeypatch,
+                                                                   data_root):
+    """``--init pretrained:speech-edge --steps 0`` on the real mixtures: the run's weights are
+    the packaged ones, byte for byte, and the report scores that model on held-out speakers.
+    The emulated Raspberry Pi targets are left out (an empty ``EDGESEP_TARGET_CACHE``: minutes
+    under qemu; the test above covers them)."""
+    from edgesep import pretrained
+
+    monkeypatch.setenv("EDGESEP_TARGET_CACHE", str(tmp_path / "no-targets"))
+    out = tmp_path / "speech"
+    args = ["pipeline", "--out", str(out), "--init", f"pretrained:{PRETRAINED}", "--steps", "0",
+            "--data", f"mixtures:{data_root}"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    card = pretrained.card(PRETRAINED)
+    weights = pretrained.weights(PRETRAINED)
+    assert (out / "run" / "model.weights.h5").read_bytes() == weights.read_bytes()
+    manifest = json.loads((out / "export" / "manifest.json").read_text())
+    assert manifest["source_run_weights_sha256"] == card["source_run_weights_sha256"]
+    assert manifest["config"]["name"] == "speech"
+    train = json.loads((out / "stages" / "train.json").read_text())
+    assert train["inputs"] == {"init": f"pretrained:{PRETRAINED}",
+                               "sha256": card["source_run_weights_sha256"]}
+    assert train["summary"]["steps"] == 0 and train["summary"]["best_val_loss"] > 0
+
+    gate = json.loads((out / "validate" / "export-int8-litert-desktop.json").read_text())
+    vocals = gate["scores"]["export"]["vocals"]
+    assert vocals["GNSDR"] > 3.0 and vocals["SI-SDRi"] > 3.0, vocals  # the mixture: 0 dB
+    md = (out / "report.md").read_text()
+    assert f"initialised from `pretrained:{PRETRAINED}`, then trained 0 more steps" in md
+    assert f"| {vocals['GSDR']:.2f} | {vocals['GNSDR']:.2f} |" in md
+
+    # run again: every stage is up to date, nothing is redone
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "stages").iterdir()}
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").iterdir()} == stamps

@@ -1,6 +1,8 @@
 """The packaged pretrained model: it loads and verifies, ``pretrained:NAME`` works wherever an
 export folder does, and re-scored on the model card's quick-check clips it gives the recorded
-numbers (a different or damaged model would not). Runtime only: no TensorFlow."""
+numbers (a different or damaged model would not); its Keras weights are the checked ones it
+was exported from. Runtime only: no TensorFlow (``edgesep pipeline --init``:
+``tests/test_pipeline.py``)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from edgesep import Separator, pretrained
 from edgesep.cli import cli
 from edgesep.contract import load_manifest
 from edgesep.errors import EdgesepError
+from edgesep.files import sha256_file
 from edgesep.metrics import si_sdr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,8 +53,9 @@ def test_packaged_model_loads_and_verifies(card):
     assert (stft.sample_rate, stft.n_fft, stft.hop) == (16000, 512, 128)
     assert manifest.config["model"]["causal"] and manifest.config["train"]["dynamic_mixing"]
     assert card["algorithmic_latency_ms"] == manifest.raw["algorithmic_latency_ms"] == 32.0
-    assert {k: f["sha256"] for k, f in card["files"].items()} == {
-        k: a.sha256 for k, a in manifest.artefacts.items()}
+    files = {k: f["sha256"] for k, f in card["files"].items()}
+    assert files.pop(pretrained.WEIGHTS_KEY) == card["source_run_weights_sha256"]
+    assert files == {k: a.sha256 for k, a in manifest.artefacts.items()}
     sums = pretrained.verify(path)
     assert set(sums) == {p.name for p in path.iterdir()} - {pretrained.SUMS}
     sep = Separator.from_pretrained(NAME, precision="int8")
@@ -71,6 +75,69 @@ def test_a_changed_file_or_an_extra_one_is_refused(tmp_path):
     card_md.write_text(card_md.read_text().replace("SI-SDR", "SI-SNR", 1))
     with pytest.raises(EdgesepError, match="SHA-256 differs from SHA256SUMS"):
         pretrained.verify(copy)
+
+
+def test_weights_are_the_checked_run_weights(tmp_path, monkeypatch):
+    card = pretrained.card(NAME)
+    path = pretrained.weights(NAME)
+    assert path == pretrained.folder(NAME) / pretrained.WEIGHTS
+    assert sha256_file(path) == card["source_run_weights_sha256"] == load_manifest(
+        path.parent).source_run_weights_sha256  # the weights the TFLite files came from
+    assert path.stat().st_size < 1 << 20
+    assert f"| `{pretrained.WEIGHTS}` |" in (path.parent / pretrained.CARD_MD).read_text()
+
+    copy = tmp_path / NAME
+    shutil.copytree(path.parent, copy)
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
+    assert pretrained.weights(NAME) == copy / pretrained.WEIGHTS
+    weights = copy / pretrained.WEIGHTS
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(EdgesepError, match=r"weights\.h5: SHA-256 differs from SHA256SUMS"):
+        pretrained.weights(NAME)
+    # SHA256SUMS rewritten to match: still not the weights card.json records
+    (copy / pretrained.SUMS).write_text(pretrained.sums_text(copy))
+    with pytest.raises(EdgesepError, match="not the weights card.json records"):
+        pretrained.weights(NAME)
+    weights.unlink()
+    with pytest.raises(EdgesepError, match="listed in SHA256SUMS but missing"):
+        pretrained.weights(NAME)
+    (copy / pretrained.SUMS).write_text(pretrained.sums_text(copy))  # a model without them
+    with pytest.raises(EdgesepError, match="ships no Keras weights"):
+        pretrained.weights(NAME)
+    res = CliRunner().invoke(cli, ["pipeline", "--init", f"pretrained:{NAME}",
+                                   "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "ships no Keras weights" in one_error(res.output)
+
+
+def test_add_weights_to_a_package_without_them(tmp_path):
+    """The maintainer step that added ``model.weights.h5`` to the package: from the package as it
+    was before, it writes the shipped files again; other weights are refused."""
+    from edgesep.pretrained.package import add_weights, render_card
+
+    shipped = pretrained.folder(NAME)
+    before = tmp_path / NAME
+    shutil.copytree(shipped, before)
+    (before / pretrained.WEIGHTS).unlink()
+    info = json.loads((before / pretrained.CARD_JSON).read_text())
+    del info["files"][pretrained.WEIGHTS_KEY]
+    (before / pretrained.CARD_JSON).write_text(json.dumps(info, indent=2))
+    (before / pretrained.CARD_MD).write_text(render_card(info))
+    (before / pretrained.SUMS).write_text(pretrained.sums_text(before))
+    assert f"| `{pretrained.WEIGHTS}` |" not in (before / pretrained.CARD_MD).read_text()
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.weights.h5").write_bytes(b"other weights")
+    with pytest.raises(EdgesepError, match="is not the b391aa2e72eb"):
+        add_weights(NAME, run, out_dir=before)
+    assert not (before / pretrained.WEIGHTS).exists()
+    shutil.copyfile(shipped / pretrained.WEIGHTS, run / "model.weights.h5")
+    add_weights(NAME, run, out_dir=before)
+    assert sorted(p.name for p in before.iterdir()) == sorted(p.name for p in shipped.iterdir())
+    for file in shipped.iterdir():
+        assert (before / file.name).read_bytes() == file.read_bytes(), file.name
 
 
 def test_unknown_name_is_one_line_listing_the_known_ones(tmp_path):

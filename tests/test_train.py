@@ -205,6 +205,36 @@ def test_load_run_names_what_an_incomplete_run_lacks(tmp_path):
         load_run(tmp_path)
 
 
+def test_training_starts_from_given_weights(tiny_run, tmp_path):
+    """``train(init_weights=...)`` (``edgesep pipeline --init``): 0 steps keep the weights byte
+    for byte, validated at step 0; more steps go on from them; another model's are refused."""
+    from edgesep.files import sha256_file
+    from edgesep.runs import run_config
+    from edgesep.train import train
+
+    cfg = run_config(tiny_run)
+    init = tiny_run / "model.weights.h5"
+    data = clips(cfg, "train", 2), clips(cfg, "val", 1)
+    kept = train(cfg, *data, tmp_path / "kept", steps=0, init_weights=init, progress=False)
+    assert (tmp_path / "kept" / "model.weights.h5").read_bytes() == init.read_bytes()
+    assert kept["steps"] == 0 and kept["init"]["sha256"] == sha256_file(init)
+    assert [h["step"] for h in kept["history"]] == [0]
+    # the same validation batches give the loss the run recorded for these weights
+    best = json.loads((tiny_run / "metrics.json").read_text())["best_val_loss"]
+    assert kept["best_val_loss"] == pytest.approx(best, rel=1e-5)
+
+    tuned = train(cfg, *data, tmp_path / "tuned", steps=2, init_weights=init, progress=False)
+    assert tuned["steps"] == 2 and tuned["init"] == kept["init"]
+    assert [h["step"] for h in tuned["history"]] == [0, 2]
+    assert tuned["history"][0]["val_loss"] == pytest.approx(best, rel=1e-5)
+
+    other = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, channels=(4, 6)))
+    with pytest.raises(EdgesepError, match="cannot initialise this config's model from it"):
+        train(other, *data, tmp_path / "other", steps=0, init_weights=init, progress=False)
+    with pytest.raises(EdgesepError, match="--steps must be at least 1"):
+        train(cfg, *data, tmp_path / "none", steps=0, progress=False)
+
+
 def test_load_run_rebuilds_the_trained_model(tiny_run):
     from edgesep.runs import load_run
 

@@ -3,9 +3,12 @@
 ``edgesep/pretrained/<name>/`` is an ordinary export folder (``manifest.json`` and its
 ``.tflite`` files; :mod:`edgesep.contract` reads it) plus ``card.json`` (how it was trained
 and its validation scores, the source of ``MODEL_CARD.md``) and ``SHA256SUMS``
-(``sha256sum -c`` format). The manifest pins its model files' SHA-256 but not itself, so
-``SHA256SUMS`` covers every file of the folder, the manifest and the card included, and
-:func:`folder` checks it before any use: a packaged model runs only as it was recorded.
+(``sha256sum -c`` format), and ``model.weights.h5``, the Keras weights of the training run
+it was exported from (:func:`weights`; ``edgesep pipeline --init pretrained:NAME`` starts
+from them).
+The manifest pins its model files' SHA-256 but not itself, so ``SHA256SUMS`` covers every file
+of the folder, the manifest and the card included, and :func:`folder` checks it before any
+use: a packaged model runs only as it was recorded.
 
 Wherever a command takes an export folder, ``pretrained:NAME`` names a packaged one
 (:func:`resolve`); ``Separator.from_pretrained(NAME)`` in Python. No network is involved.
@@ -27,6 +30,8 @@ from edgesep.files import sha256_bytes
 PRETRAINED_DIR = Path(__file__).parent
 PREFIX = "pretrained:"
 CARD_JSON, CARD_MD, SUMS = "card.json", "MODEL_CARD.md", "SHA256SUMS"
+#: The Keras weights of the run a packaged model was exported from (``card.json`` files key).
+WEIGHTS, WEIGHTS_KEY = "model.weights.h5", "keras"
 _SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *]([A-Za-z0-9._-]+)$")
 
 
@@ -52,6 +57,32 @@ def resolve(target: str | os.PathLike) -> Path:
     if text.startswith(PREFIX):
         return folder(text[len(PREFIX):])
     return Path(text)
+
+
+def parse(spec: str) -> str:
+    """``pretrained:NAME`` -> ``NAME``, a packaged model (checked); anything else is refused."""
+    if not spec.startswith(PREFIX):
+        raise EdgesepError(f"{spec!r}: give pretrained:NAME (packaged: "
+                           f"{', '.join(names()) or 'none'})")
+    name = spec[len(PREFIX):]
+    folder(name)
+    return name
+
+
+def weights(name: str) -> Path:
+    """The checked Keras weights (``model.weights.h5``) of packaged model ``name``: listed in
+    ``SHA256SUMS`` and matching it, and the weights ``card.json`` says it was exported from."""
+    path = folder(name)
+    sums = read_sums(path / SUMS)
+    if WEIGHTS not in sums:
+        raise EdgesepError(f"pretrained model {name!r} ships no Keras weights ({WEIGHTS}), "
+                           "only TFLite files")
+    expected = json.loads((path / CARD_JSON).read_text(encoding="utf-8"))[
+        "source_run_weights_sha256"]
+    if sums[WEIGHTS] != expected:
+        raise EdgesepError(f"{path / WEIGHTS}: not the weights {CARD_JSON} records "
+                           f"({expected[:12]}...; reinstall edgesep)")
+    return path / WEIGHTS
 
 
 def verify(path: Path) -> dict[str, str]:

@@ -5,9 +5,14 @@
         --train-command "..." --export-command "..."
 
 Writes ``edgesep/pretrained/<name>/`` all or nothing: the export's float32 and int8 TFLite
-files, its manifest (through :mod:`edgesep.contract`; ``source_run`` cleared, as the run is
-not shipped, its weights' SHA-256 kept), ``card.json`` and ``MODEL_CARD.md`` (training, data
-and licences, the commands, validation scores) and ``SHA256SUMS``.
+files, its manifest (through :mod:`edgesep.contract`; ``source_run`` cleared, as the run
+folder is not shipped, its weights' SHA-256 kept), the run's Keras weights
+(``model.weights.h5``, the file itself: ``edgesep pipeline --init pretrained:NAME`` starts
+from them), ``card.json`` and ``MODEL_CARD.md`` (training, data and licences, the commands,
+validation scores) and ``SHA256SUMS``. A model packaged without the weights gets them,
+nothing else changed, by
+
+    python -m edgesep.pretrained.package add-weights speech-edge --run runs/speech-edge
 
 Scores (:func:`score`): the packaged files streamed by the runtime (:class:`edgesep.Separator`,
 ai-edge-litert, one thread) on the ``val`` split of the ``mixtures:`` data, beside the IRM
@@ -26,7 +31,16 @@ import sys
 from pathlib import Path
 
 from edgesep.errors import EdgesepError
-from edgesep.pretrained import CARD_JSON, CARD_MD, PRETRAINED_DIR, SUMS, sums_text
+from edgesep.pretrained import (
+    CARD_JSON,
+    CARD_MD,
+    PRETRAINED_DIR,
+    SUMS,
+    WEIGHTS,
+    WEIGHTS_KEY,
+    sums_text,
+    verify,
+)
 
 #: Largest model file shipped in the package (bytes).
 MAX_MODEL_BYTES = 1 << 20
@@ -34,6 +48,7 @@ PRECISIONS = ("float32", "int8")
 SCORED = ("SI-SDR", "SI-SDRi", "PESQ-WB", "STOI", "ESTOI")
 ROW_NAMES = {"mixture": "mixture (no separation)", "irm": "IRM ceiling (same STFT)",
              "float32": "float32 TFLite", "int8": "int8 TFLite"}
+WEIGHTS_ROW = "float32 Keras weights"
 #: The corpora of the ``mixtures:`` recipe, from ``../shared/data/README.md``.
 CORPORA = (
     ("TSP speech database", "Peter Kabal, McGill University (2002)",
@@ -83,6 +98,7 @@ def package(export_dir: Path, run_dir: Path, name: str, data: str, description: 
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     if manifest.source_run_weights_sha256 is None:
         raise EdgesepError(f"{export_dir}: the manifest records no source run weights")
+    weights_file = _checked_weights(Path(run_dir), manifest.source_run_weights_sha256)
     clips = load_clips(data, "val", sample_rate=manifest.stft.sample_rate,
                        seed=manifest.config["train"]["seed"])
     with atomic_folder(out_dir) as tmp:
@@ -95,6 +111,7 @@ def package(export_dir: Path, run_dir: Path, name: str, data: str, description: 
                                    f"{MAX_MODEL_BYTES}-byte limit of a packaged model file")
             shutil.copyfile(art.path, tmp / art.path.name)
             raw["artefacts"][precision] = manifest.raw["artefacts"][art.key]
+        shutil.copyfile(weights_file, tmp / WEIGHTS)
         raw["source_run"] = None  # the run is not shipped; its weights' SHA-256 stays
         raw.pop("calibration", None)  # names a data path of the machine that exported it
         write_manifest(tmp, {k: v for k, v in raw.items() if k not in ("format", "version")})
@@ -113,8 +130,9 @@ def package(export_dir: Path, run_dir: Path, name: str, data: str, description: 
             "algorithmic_latency_ms": packaged.raw["algorithmic_latency_ms"],
             "parameters": packaged.raw["parameters"],
             "macs_per_frame": packaged.raw["macs_per_frame"],
-            "files": {k: {"file": a.path.name, "bytes": a.nb_bytes, "sha256": a.sha256}
-                      for k, a in packaged.artefacts.items()},
+            "files": {**{k: {"file": a.path.name, "bytes": a.nb_bytes, "sha256": a.sha256}
+                         for k, a in packaged.artefacts.items()},
+                      WEIGHTS_KEY: _file_entry(tmp / WEIGHTS)},
             "git_commit": packaged.raw.get("git_commit"),
             "git_dirty": _git_dirty(),
             "source_run_weights_sha256": packaged.source_run_weights_sha256,
@@ -141,6 +159,48 @@ def package(export_dir: Path, run_dir: Path, name: str, data: str, description: 
     return out_dir
 
 
+def add_weights(name: str, run_dir: Path, out_dir: Path | None = None) -> Path:
+    """Add ``run_dir``'s ``model.weights.h5`` to packaged model ``name`` (``out_dir``: its
+    folder): they must be the weights ``card.json`` says it was exported from. Updates
+    ``card.json``, ``MODEL_CARD.md`` and ``SHA256SUMS`` only; the models stay as they are."""
+    from edgesep.files import atomic_folder, write_json_atomic, write_text_atomic
+
+    out_dir = Path(out_dir or PRETRAINED_DIR / name)
+    verify(out_dir)
+    info = json.loads((out_dir / CARD_JSON).read_text(encoding="utf-8"))
+    weights_file = _checked_weights(Path(run_dir), info["source_run_weights_sha256"])
+    with atomic_folder(out_dir) as tmp:
+        for file in out_dir.iterdir():
+            shutil.copyfile(file, tmp / file.name)
+        shutil.copyfile(weights_file, tmp / WEIGHTS)
+        info["files"][WEIGHTS_KEY] = _file_entry(tmp / WEIGHTS)
+        write_json_atomic(tmp / CARD_JSON, info)
+        write_text_atomic(tmp / CARD_MD, render_card(info))
+        write_text_atomic(tmp / SUMS, sums_text(tmp))
+    return out_dir
+
+
+def _checked_weights(run_dir: Path, expected: str) -> Path:
+    """``run_dir``'s weights file, refused unless its SHA-256 is ``expected`` and it is small."""
+    from edgesep.files import sha256_file
+    from edgesep.runs import weights_path
+
+    path = weights_path(run_dir)
+    if sha256_file(path) != expected:
+        raise EdgesepError(f"{path}: SHA-256 {sha256_file(path)[:12]}... is not the "
+                           f"{expected[:12]}... the model was exported from")
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise EdgesepError(f"{path}: {path.stat().st_size} bytes, over the {MAX_MODEL_BYTES}"
+                           "-byte limit of a packaged model file")
+    return path
+
+
+def _file_entry(path: Path) -> dict:
+    from edgesep.files import sha256_file
+
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
 def render_card(info: dict) -> str:
     """``MODEL_CARD.md`` from ``card.json``."""
     t = info["training"]
@@ -163,10 +223,19 @@ def render_card(info: dict) -> str:
         "", "| file | precision | bytes | SHA-256 |", "| --- | --- | ---: | --- |",
     ]
     for key, f in info["files"].items():
-        lines.append(f"| `{f['file']}` | {key} | {f['bytes']:,} | `{f['sha256']}` |")
+        what = WEIGHTS_ROW if key == WEIGHTS_KEY else key
+        lines.append(f"| `{f['file']}` | {what} | {f['bytes']:,} | `{f['sha256']}` |")
     lines += [
         "", "`SHA256SUMS` lists every file of this folder (`sha256sum -c SHA256SUMS`); "
         "edgesep checks it before it loads the model.", "",
+    ]
+    if WEIGHTS_KEY in info["files"]:
+        lines += [
+            f"`{WEIGHTS}` is the training run's Keras weights file, the one the TFLite files "
+            f"were exported from: `edgesep pipeline --init pretrained:{info['name']}` starts "
+            "from it, to score, fine-tune or export the model again.", "",
+        ]
+    lines += [
         "## Training", "",
         "Speech in noise or music with dynamic mixing: every batch mixes fresh pairs from the "
         "train split: a TSP utterance excerpt with an excerpt of one of Hu's nonspeech sounds "
@@ -226,6 +295,10 @@ def render_card(info: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["add-weights"]:
+        add_weights_main(argv[1:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("export", type=Path, help="an export folder (edgesep export --int8)")
     parser.add_argument("--run", type=Path, required=True, help="the run it was exported from")
@@ -239,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     commands = {"train": args.train_command, "export": args.export_command,
                 "package": " ".join(["python -m edgesep.pretrained.package",
-                                     *(_quote(a) for a in (argv or sys.argv[1:]))])}
+                                     *(_quote(a) for a in argv)])}
     try:
         out = package(args.export, args.run, args.name, args.data, args.description, commands,
                       quick=args.quick, out_dir=args.out)
@@ -247,6 +320,23 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)
     print(f"wrote {out}")
+
+
+def add_weights_main(argv: list[str]) -> None:
+    """``add-weights NAME --run RUN``: :func:`add_weights` from the command line."""
+    parser = argparse.ArgumentParser(prog="python -m edgesep.pretrained.package add-weights",
+                                     description="Add a run's Keras weights to a packaged model "
+                                     "(the weights it was exported from).")
+    parser.add_argument("name", help="a packaged model (edgesep pretrained list)")
+    parser.add_argument("--run", type=Path, required=True, help="the run it was exported from")
+    parser.add_argument("--out", type=Path, default=None, help="its folder (default: packaged)")
+    args = parser.parse_args(argv)
+    try:
+        out = add_weights(args.name, args.run, out_dir=args.out)
+    except EdgesepError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"added {out / WEIGHTS}")
 
 
 def _git_dirty() -> bool | None:
