@@ -207,16 +207,19 @@ def concat_tree(xs: list, axis: int = -1):
     return tf.concat(xs, axis)
 
 
-def repeat_bins(x, factor: int):
-    """Nearest-neighbour upsampling by ``factor`` along frequency (axis 2), as concatenations
-    of channels and reshapes: ``[f, c] -> [f, (c, c)] -> [2f, c]`` per factor 2 (3, 5 likewise,
-    larger primes in one step). The streaming graph's form of ``UpSampling2D((1, factor))``
-    and of the pooled branch's broadcast: the same copies, in ops TFLite's XNNPACK delegate
-    runs (it does not take RESIZE_NEAREST_NEIGHBOR, and every op it leaves out splits the
+def repeat(x, axis: int, factor: int):
+    """Nearest-neighbour upsampling of ``[shape=(nb_batch, nb_frames, nb_bins, nb_channels)]``
+    by ``factor`` along ``axis`` 1 (time) or 2 (frequency), as concatenations and reshapes:
+    ``[f, c] -> [f, (c, c)] -> [2f, c]`` per factor 2 (3, 5 likewise, larger primes in one
+    step). The same copies as ``UpSampling2D``/``resize_images``, in ops that XLA
+    differentiates (it has no ResizeNearestNeighborGrad) and TFLite's XNNPACK delegate runs
+    (it does not take RESIZE_NEAREST_NEIGHBOR: every op it leaves out splits the streaming
     graph into another delegated partition)."""
     for p in _prime_factors(factor):
-        _, frames, bins, channels = x.shape
-        x = tf.reshape(concat_tree([x] * p), (-1, frames, bins * p, channels))
+        dims = [-1] + [x.shape[i] if x.shape[i] is not None else tf.shape(x)[i]
+                       for i in (1, 2, 3)]
+        dims[axis] = dims[axis] * p
+        x = tf.reshape(concat_tree([x] * p, axis=axis + 1), dims)
     return x
 
 
@@ -246,25 +249,39 @@ class PooledBranch(keras.layers.Layer):
         self.filters, self.axes, self.norm = int(filters), axes, norm
         self.block = ConvBlock(filters, (1, 1), norm=norm, name="proj")
 
-    def call(self, inputs, training=None, streaming: bool = False):
+    def call(self, inputs, training=None):
         axis = [2] if self.axes == "freq" else [1, 2]
         pooled = self.block(tf.reduce_mean(inputs, axis=axis, keepdims=True), training=training)
-        if streaming and self.axes == "freq":
-            return repeat_bins(pooled, int(inputs.shape[2]))
         if inputs.shape[2] is not None and (self.axes == "freq" or inputs.shape[1] is not None):
-            # Broadcast back by nearest-neighbour upsampling (the decoders' UpSampling2D op,
-            # RESIZE_NEAREST_NEIGHBOR): a copy, so the same numbers and no weights. Not by
-            # adding ``zeros_like(inputs)`` (the converter gives that zero constant a
-            # quantisation scale of 0, and TFLite's int16x8 ADD then aborts in Prepare), and
-            # not by TILE, which TensorFlow Lite Micro has no kernel for.
-            time = 1 if self.axes == "freq" else int(inputs.shape[1])
-            return keras.backend.resize_images(pooled, time, int(inputs.shape[2]),
-                                               "channels_last", interpolation="nearest")
+            # Broadcast back by nearest-neighbour upsampling (:func:`repeat`, as the
+            # decoders upsample): a copy, so the same numbers and no weights. Not by adding
+            # ``zeros_like(inputs)`` (the converter gives that zero constant a quantisation
+            # scale of 0, and TFLite's int16x8 ADD then aborts in Prepare), and not by TILE,
+            # which TensorFlow Lite Micro has no kernel for.
+            if self.axes == "global":
+                pooled = repeat(pooled, 1, int(inputs.shape[1]))
+            return repeat(pooled, 2, int(inputs.shape[2]))
         return pooled + tf.zeros_like(inputs[..., :1])
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "axes": self.axes,
                 "norm": self.norm}
+
+
+@keras.utils.register_keras_serializable(package="edgesep")
+class NearestUpsample(keras.layers.Layer):
+    """``UpSampling2D(size)`` (nearest neighbour, ``size = (time, frequency)``) by
+    :func:`repeat`: the same numbers, and XLA and XNNPACK take it."""
+
+    def __init__(self, size, **kwargs):
+        super().__init__(**kwargs)
+        self.size = tuple(int(s) for s in size)
+
+    def call(self, inputs):
+        return repeat(repeat(inputs, 2, self.size[1]), 1, self.size[0])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
 
 
 class GraphBuilder:
@@ -310,8 +327,7 @@ class GraphBuilder:
 
     def pool(self, name: str, x, filters: int, axes: str, norm: str):
         """Apply the :class:`PooledBranch` ``name`` (stateless in both modes)."""
-        branch = self.layer(name, lambda n: PooledBranch(filters, axes, norm=norm, name=n))
-        return branch(x, streaming=self.mode is Mode.STREAM)
+        return self.layer(name, lambda n: PooledBranch(filters, axes, norm=norm, name=n))(x)
 
     def concat(self, name: str, xs: list):
         if self.mode is Mode.STREAM and len(xs) > XNNPACK_MAX_CONCAT:
@@ -322,9 +338,7 @@ class GraphBuilder:
         return self.layer(name, lambda n: keras.layers.Add(name=n))(list(xs))
 
     def upsample(self, name: str, x, size):
-        if self.mode is Mode.STREAM and size[0] == 1:
-            return repeat_bins(x, size[1])
-        return self.layer(name, lambda n: keras.layers.UpSampling2D(size, name=n))(x)
+        return self.layer(name, lambda n: NearestUpsample(size, name=n))(x)
 
     def head(self, name: str, x, nb_sources: int, stride_f: int):
         """Mask head: transposed conv ``(1, stride_f)`` back to full frequency, sigmoid."""
