@@ -127,6 +127,8 @@ class TrainConfig:
     # mixtures: data only: mix fresh speech/interference pairs for every batch (see
     # edgesep.data.mixtures.MixtureSampler) instead of cutting patches from fixed mixtures
     dynamic_mixing: bool = False
+    # compile the training step with XLA (benchmarks/train_speed.py measures the difference)
+    jit_compile: bool = False
 
     def __post_init__(self) -> None:
         import math

@@ -149,6 +149,31 @@ def supervised_masks(outputs, mc) -> list:
     return masks if mc.intermediate_supervision else masks[-1:]
 
 
+def make_train_step(model, optimizer, cfg: Config, mixed: bool = False,
+                    jit_compile: bool = False):
+    """The compiled training step ``(features, mix_mag, src_mag) -> loss`` of ``model``
+    (one Adam update on :func:`masked_l1_loss`); ``mixed``: with a loss-scale optimizer
+    (mixed precision), ``jit_compile``: compiled by XLA
+    (``benchmarks/train_speed.py`` measures both ways)."""
+    import tensorflow as tf
+
+    @tf.function(jit_compile=jit_compile)
+    def train_step(features, mix_mag, src_mag):
+        with tf.GradientTape() as tape:
+            masks = supervised_masks(model(features, training=True), cfg.model)
+            loss = masked_l1_loss(masks, mix_mag, src_mag)
+            scaled = optimizer.get_scaled_loss(loss) if mixed else loss
+        # without intermediate supervision the earlier heads are unconnected: zero, not None
+        grads = tape.gradient(scaled, model.trainable_variables,
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        if mixed:
+            grads = optimizer.get_unscaled_gradients(grads)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    return train_step
+
+
 def train(
     cfg: Config,
     train_clips: list[Clip] | MixtureSampler,
@@ -237,19 +262,8 @@ def train(
         train_data = {"dynamic_mixing": False, "clips": len(train_clips)}
     val_batches = _validation_batches(val_clips, cfg)
 
-    @tf.function
-    def train_step(features, mix_mag, src_mag):
-        with tf.GradientTape() as tape:
-            masks = supervised_masks(model(features, training=True), cfg.model)
-            loss = masked_l1_loss(masks, mix_mag, src_mag)
-            scaled = optimizer.get_scaled_loss(loss) if gpus else loss
-        # without intermediate supervision the earlier heads are unconnected: zero, not None
-        grads = tape.gradient(scaled, model.trainable_variables,
-                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        if gpus:
-            grads = optimizer.get_unscaled_gradients(grads)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return loss
+    train_step = make_train_step(model, optimizer, cfg, mixed=bool(gpus),
+                                 jit_compile=tc.jit_compile)
 
     @tf.function
     def eval_step(features, mix_mag, src_mag):
