@@ -8,8 +8,8 @@ same code as ``edgesep evaluate`` (:func:`edgesep.evaluate.evaluate_separator`; 
 metrics of :mod:`edgesep.speech_metrics` on the speech source ``vocals``):
 
 - the mixture, unprocessed (SI-SDRi 0 by construction);
-- the ideal ratio mask at the ``--config`` framing (edge: 512/128 at 16 kHz): the ceiling of a
-  real mask at that STFT;
+- the ideal ratio mask at each ``--config`` framing (edge: 512/128 at 16 kHz; hearing: the
+  asymmetric 512/64 pair): the ceiling of a real mask at that STFT;
 - DTLN float32 and DTLN quantized (the peer), run hop by hop from zero states by
   ``dtln_runner.py`` (the runner ``peer_dtln.py`` times), output aligned with the input;
 - each ``--export DIR`` at each ``--precision`` (int8, float32), streamed frame by frame by
@@ -87,7 +87,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=20, help="validation clips (default 20)")
     parser.add_argument("--data", default=DEFAULT_DATA, help="a mixtures:PATH data spec")
     parser.add_argument("--split", default="val", choices=["train", "val", "test"])
-    parser.add_argument("--config", default="edge", help="config whose framing the IRM uses")
+    parser.add_argument("--config", dest="configs", nargs="+", default=["edge"],
+                        help="configs whose framings the IRM rows use (default: edge)")
     parser.add_argument("--dtln", type=Path, default=Path("../shared/peers/dtln"))
     parser.add_argument("--out", type=Path, default=RESULTS / "speech_peer")
     args = parser.parse_args()
@@ -102,10 +103,12 @@ def main() -> None:
     why = missing()
     if why:
         sys.exit(f"speech_peer: {why}")
-    cfg = load_config(args.config)
-    if cfg.stft.sample_rate != SAMPLE_RATE:
-        sys.exit(f"speech_peer: config {args.config} runs at {cfg.stft.sample_rate} Hz; DTLN and "
-                 f"this benchmark at {SAMPLE_RATE} Hz")
+    cfgs = {name: load_config(name) for name in args.configs}
+    for name, cfg in cfgs.items():
+        if cfg.stft.sample_rate != SAMPLE_RATE:
+            sys.exit(f"speech_peer: config {name} runs at {cfg.stft.sample_rate} Hz; DTLN and "
+                     f"this benchmark at {SAMPLE_RATE} Hz")
+    cfg = cfgs[args.configs[0]]
     clips = load_clips(args.data, args.split, sample_rate=SAMPLE_RATE, limit=args.clips)
     if any(c.speech != "vocals" for c in clips):
         sys.exit(f"speech_peer: {args.data} is not speech data (give mixtures:PATH)")
@@ -122,7 +125,9 @@ def main() -> None:
         rows.append(row(ev, time.perf_counter() - t, kind))
 
     score("mixture", "unprocessed", lambda: evaluate_oracle(clips, "mixture", cfg.stft))
-    score("IRM oracle", "oracle", lambda: evaluate_oracle(clips, "irm", cfg.stft))
+    for name, framing in cfgs.items():
+        score(f"IRM oracle ({name})", "oracle",
+              lambda f=framing: evaluate_oracle(clips, "irm", f.stft))
     for quantized in (False, True):
         dtln = Dtln(args.dtln, quantized)
         score(dtln.name, "peer", lambda d=dtln: evaluate_separator(
@@ -143,7 +148,7 @@ def main() -> None:
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "data": args.data, "split": args.split, "clips": len(clips),
         "audio_seconds": round(seconds_audio, 2), "sample_rate": SAMPLE_RATE,
-        "irm_framing": {"config": args.config, "n_fft": cfg.stft.n_fft, "hop": cfg.stft.hop},
+        "irm_framings": {name: f.stft.to_dict() for name, f in cfgs.items()},
         "means": "weighted by clip length, each over the clips where the metric is defined",
         "versions": _versions(), "machine": platform.platform(), "cpus": os.cpu_count(),
         "load_average": os.getloadavg(), "seconds": round(time.perf_counter() - start, 1),
@@ -176,14 +181,18 @@ def format_table(report: dict) -> str:
     v = report["versions"]
     lines += ["", f"PESQ-WB: `pesq` {v['pesq']} (ITU-T P.862.2, 16 kHz); STOI/ESTOI: `pystoi` "
               f"{v['pystoi']}; SI-SDR zero-mean, SI-SDRi against the mixture. IRM: ideal ratio "
-              f"mask at the {report['irm_framing']['config']} framing "
-              f"({report['irm_framing']['n_fft']}/{report['irm_framing']['hop']}), mixture "
+              f"mask at each framing ({_framings(report['irm_framings'])}), mixture "
               "phase. DTLN: pretrained TFLite pair (breizhn/DTLN, trained on the DNS challenge "
               "data), 512/128, run hop by hop, its 384-sample output delay removed. seconds: "
               "separating and scoring the clips (BSS Eval included), wall clock on a shared "
               "machine."]
     lines += [f"- note: {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _framings(framings: dict) -> str:
+    return ", ".join(f"{name} {f['n_fft']}/{f['hop']}" + (" asymmetric" if
+                     f["window"] == "asymmetric" else "") for name, f in framings.items())
 
 
 def _fmt(value, digits: int) -> str:

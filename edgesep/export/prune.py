@@ -83,10 +83,15 @@ def kernel_sparsity(model) -> tuple[dict, dict]:
 
 
 def default_fine_tune(cfg, data: str = "synthetic", *, batch_size: int = 8, seed: int = 0,
-                      learning_rate: float | None = None) -> FineTune:
+                      learning_rate: float | None = None, teacher=None,
+                      distill_weight: float = 1.0) -> FineTune:
     """A :data:`FineTune` on ``data``'s train clips with the training loss of
     :mod:`edgesep.train` (masked L1 on every stack's masks, or the last one's without
-    ``intermediate_supervision``), float32, Adam."""
+    ``intermediate_supervision``), float32, Adam.
+
+    With ``teacher`` (the unpruned model) the loss also distils: ``distill_weight`` times the
+    L1 between the pruned model's masks and the teacher's on the same batch, every supervised
+    stack (a dense target on every bin, where the sources' magnitudes say little)."""
     from edgesep.data import load_clips
     from edgesep.train import SpectrogramSet, masked_l1_loss, supervised_masks
 
@@ -105,6 +110,11 @@ def default_fine_tune(cfg, data: str = "synthetic", *, batch_size: int = 8, seed
             with tf.GradientTape() as tape:
                 out = supervised_masks(model(features, training=True), cfg.model)
                 loss = masked_l1_loss(out, mix_mag, src_mag)
+                if teacher is not None:
+                    targets = supervised_masks(teacher(features, training=False), cfg.model)
+                    loss += distill_weight * tf.add_n([
+                        tf.reduce_mean(tf.abs(m - t)) for m, t in zip(out, targets, strict=True)
+                    ]) / len(out)
             grads = tape.gradient(loss, model.trainable_variables,
                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
