@@ -26,6 +26,8 @@ from edgesep.metrics import si_sdr
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "speech-edge"
+#: Every packaged model: (hop, algorithmic latency in ms).
+PACKAGED = {"speech-edge": (128, 32.0), "speech-hearing": (64, 8.0)}
 #: Re-scored quick-check numbers must match the card this closely: the same files on the same
 #: clips give the same numbers up to float rounding; another model is off by tenths of a dB.
 TOLERANCE = {"SI-SDR": 0.01, "SI-SDRi": 0.01, "PESQ-WB": 0.01, "STOI": 0.001, "ESTOI": 0.001}
@@ -37,30 +39,36 @@ def one_error(output: str) -> str:
     return errors[0]
 
 
+@pytest.fixture(scope="module", params=list(PACKAGED))
+def name(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def card() -> dict:
-    return pretrained.card(NAME)
+def card(name) -> dict:
+    return pretrained.card(name)
 
 
-def test_packaged_model_loads_and_verifies(card):
-    assert NAME in pretrained.names()
-    path = pretrained.folder(NAME)
-    assert path == pretrained.resolve(f"pretrained:{NAME}")
+def test_packaged_model_loads_and_verifies(name, card):
+    hop, latency_ms = PACKAGED[name]
+    assert sorted(pretrained.names()) == sorted(PACKAGED)
+    path = pretrained.folder(name)
+    assert path == pretrained.resolve(f"pretrained:{name}")
     manifest = load_manifest(path)  # schema, consistency and every model file's SHA-256
     assert set(manifest.artefacts) == {"float32", "int8"}
     assert all(a.nb_bytes < 1 << 20 for a in manifest.artefacts.values())
     stft = manifest.stft
-    assert (stft.sample_rate, stft.n_fft, stft.hop) == (16000, 512, 128)
+    assert (stft.sample_rate, stft.n_fft, stft.hop) == (16000, 512, hop)
     assert manifest.config["model"]["causal"] and manifest.config["train"]["dynamic_mixing"]
-    assert card["algorithmic_latency_ms"] == manifest.raw["algorithmic_latency_ms"] == 32.0
+    assert card["algorithmic_latency_ms"] == manifest.raw["algorithmic_latency_ms"] == latency_ms
     files = {k: f["sha256"] for k, f in card["files"].items()}
     assert files.pop(pretrained.WEIGHTS_KEY) == card["source_run_weights_sha256"]
     assert files == {k: a.sha256 for k, a in manifest.artefacts.items()}
     sums = pretrained.verify(path)
     assert set(sums) == {p.name for p in path.iterdir()} - {pretrained.SUMS}
-    sep = Separator.from_pretrained(NAME, precision="int8")
+    sep = Separator.from_pretrained(name, precision="int8")
     assert sep.sources == ("vocals", "accompaniment") and sep.sample_rate == 16000
-    assert sep.precision == "int8" and sep.latency_ms == 32.0
+    assert sep.precision == "int8" and sep.latency_ms == latency_ms
 
 
 def test_a_changed_file_or_an_extra_one_is_refused(tmp_path):
@@ -147,7 +155,7 @@ def test_unknown_name_is_one_line_listing_the_known_ones(tmp_path):
         res = CliRunner().invoke(cli, args)
         assert res.exit_code == 2
         assert one_error(res.output) == (
-            f"Error: unknown pretrained model 'nope' (packaged: {NAME})")
+            f"Error: unknown pretrained model 'nope' (packaged: {', '.join(sorted(PACKAGED))})")
     with pytest.raises(EdgesepError, match=f"packaged: {NAME}"):
         Separator.from_pretrained("nope")
 
@@ -171,7 +179,7 @@ def test_stream_pretrained_on_a_real_noisy_clip(tmp_path, data_root):
         assert res.exit_code == 0 and expected in res.output, res.output
 
 
-def test_rescored_quick_check_matches_the_card(card, data_root):
+def test_rescored_quick_check_matches_the_card(name, card, data_root):
     from edgesep.data import load_clips
     from edgesep.pretrained.package import ROW_NAMES, score
 
@@ -179,14 +187,14 @@ def test_rescored_quick_check_matches_the_card(card, data_root):
     clips = load_clips(f"mixtures:{data_root}", "val", limit=quick["clips"],
                        seed=card["data"]["seed"])
     assert [c.name for c in clips] == quick["clip_names"]  # the same clips, the same mixing
-    rows = score(pretrained.folder(NAME), clips)
+    rows = score(pretrained.folder(name), clips)
     assert set(rows) == set(quick["rows"]) == {"mixture", "irm", "float32", "int8"}
     for key, recorded in quick["rows"].items():
         for metric, tolerance in TOLERANCE.items():
             assert rows[key][metric] == pytest.approx(recorded[metric], abs=tolerance), (
                 key, metric)
     # the model card shows the numbers card.json records
-    text = (pretrained.folder(NAME) / pretrained.CARD_MD).read_text()
+    text = (pretrained.folder(name) / pretrained.CARD_MD).read_text()
     for which in ("full", "quick"):
         for key, row in card["scores"][which]["rows"].items():
             assert (f"| {ROW_NAMES[key]} | {row['SI-SDR']:.2f} | {row['SI-SDRi']:.2f} | "
@@ -198,10 +206,10 @@ def test_rescored_quick_check_matches_the_card(card, data_root):
     assert abs(full["float32"]["SI-SDRi"] - full["int8"]["SI-SDRi"]) < 0.5
 
 
-def test_package_data_ships_every_file():
+def test_package_data_ships_every_file(name):
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"]["edgesep"]
-    path = pretrained.folder(NAME)
+    path = pretrained.folder(name)
     for file in path.iterdir():
         relative = file.relative_to(REPO / "edgesep").as_posix()
         assert any(fnmatch(relative, p) for p in patterns), relative
