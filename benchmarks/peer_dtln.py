@@ -45,7 +45,7 @@ class Ours:
 
         self.streamer = open_streamer(export, precision, "litert", 1)
         m = self.streamer.manifest
-        self.name = f"edgesep {m.config.get('name', export.name)} {precision}"
+        self.name = f"edgesep {export.name} {precision}"
         self.hop = m.stft.hop
         self.latency_ms = m.stft.latency_ms
         self.parameters_ = m.raw.get("parameters")
