@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgesep.cli import cli
+from edgesep.pretrained import names as pretrained_names
 
 TINY_TOML = """
 name = "tiny"
@@ -152,11 +153,12 @@ def test_pipeline_names_the_failed_stage(tmp_path, tiny_toml):
 # --- starting from a packaged model: --init pretrained:NAME ----------------------------------
 
 PRETRAINED = "speech-edge"
+PACKAGED = ", ".join(pretrained_names())
 
 
 @pytest.mark.parametrize(("args", "error"), [
-    (["--init", "pretrained:nope"], f"unknown pretrained model 'nope' (packaged: {PRETRAINED})"),
-    (["--init", PRETRAINED], f"'{PRETRAINED}': give pretrained:NAME (packaged: {PRETRAINED})"),
+    (["--init", "pretrained:nope"], f"unknown pretrained model 'nope' (packaged: {PACKAGED})"),
+    (["--init", PRETRAINED], f"'{PRETRAINED}': give pretrained:NAME (packaged: {PACKAGED})"),
     (["--init", "runs/speech-edge"], "give pretrained:NAME"),
     (["--init", f"pretrained:{PRETRAINED}", "--config", "edge"],
      f"--config edge conflicts with --init pretrained:{PRETRAINED}, trained with config "
