@@ -195,33 +195,27 @@ def istft(spec: np.ndarray, cfg: StftConfig, length: int | None = None) -> np.nd
 
 
 class StreamingStft:
-    """Takes hop-size chunks, returns one STFT frame each: identical to :func:`stft`.
-
-    Allocation-free per hop apart from the FFT's own result: the framing buffer and the
-    windowed frame are kept, and ``push(chunk, out=frame)`` writes into ``frame``.
-    """
+    """Takes hop-size chunks, returns one STFT frame each: identical to :func:`stft`."""
 
     def __init__(self, cfg: StftConfig) -> None:
         self.cfg = cfg
         self._buffer = np.zeros(cfg.n_fft)
-        self._windowed = np.zeros(cfg.n_fft)
 
     def reset(self) -> None:
         self._buffer[:] = 0.0
 
     def push(self, chunk: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """``[shape=(hop,)]`` -> ``[shape=(nb_bins,)]`` complex64 (``out`` when given)."""
+        """``[shape=(hop,)]`` -> ``[shape=(nb_bins,)]`` complex64 (written into ``out`` when
+        given, a buffer the caller keeps from hop to hop)."""
         hop = self.cfg.hop
         if chunk.shape != (hop,):
             raise EdgesepError(f"expected a chunk of {hop} samples, got {chunk.shape}")
-        buffer = self._buffer
-        buffer[:-hop] = buffer[hop:]
-        buffer[-hop:] = chunk
-        np.multiply(buffer, self.cfg.analysis_window, out=self._windowed)
-        spectrum = np.fft.rfft(self._windowed)
+        self._buffer[:-hop] = self._buffer[hop:]
+        self._buffer[-hop:] = chunk
+        spectrum = analyse_frames(self._buffer, self.cfg)
         if out is None:
-            return spectrum.astype(np.complex64)
-        np.copyto(out, spectrum, casting="same_kind")
+            return spectrum
+        out[...] = spectrum
         return out
 
 
@@ -232,26 +226,21 @@ class StreamingIstft:
     The concatenated output equals :func:`istft` delayed by ``cfg.output_delay_samples``. Only
     the synthesis window's span (the newest ``cfg.synthesis_span`` samples of each frame) is
     overlap-added: a sample leaves as soon as the last frame reaching it has been added.
-    ``nb_channels`` frames (``[shape=(nb_channels, nb_bins)]``) go through one inverse FFT.
+    With ``nb_channels``, frames ``[shape=(nb_channels, nb_bins)]`` go through one inverse FFT.
     """
 
     def __init__(self, cfg: StftConfig, nb_channels: int | None = None) -> None:
         self.cfg = cfg
         lead = () if nb_channels is None else (nb_channels,)
-        span = cfg.synthesis_span
-        self._ola = np.zeros(lead + (span,))
-        self._window = cfg.synthesis_window[-span:]
-        self._added = np.zeros(lead + (span,))
+        self._ola = np.zeros(lead + (cfg.synthesis_span,))
 
     def reset(self) -> None:
         self._ola[:] = 0.0
 
     def push(self, frame: np.ndarray) -> np.ndarray:
         """``[shape=(..., nb_bins)]`` complex -> ``[shape=(..., hop)]`` float32."""
-        hop, span, ola = self.cfg.hop, self.cfg.synthesis_span, self._ola
-        frames = np.fft.irfft(frame, n=self.cfg.n_fft, axis=-1)
-        np.multiply(frames[..., -span:], self._window, out=self._added)
-        ola += self._added
+        hop, ola = self.cfg.hop, self._ola
+        ola += synthesise_frames(frame, self.cfg)[..., -self.cfg.synthesis_span :]
         out = ola[..., :hop].astype(np.float32)
         ola[..., :-hop] = ola[..., hop:]
         ola[..., -hop:] = 0.0
@@ -270,12 +259,18 @@ def magnitude_features(spec: np.ndarray, nb_model_bins: int) -> np.ndarray:
     return np.log1p(np.abs(low)).astype(np.float32)
 
 
-def expand_masks(masks: np.ndarray, nb_bins: int) -> np.ndarray:
-    """Masks over the model's bins ``[shape=(..., nb_model_bins, nb_sources)]`` -> all bins.
+def expand_masks(masks: np.ndarray, nb_bins: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Masks over the model's bins ``[shape=(..., nb_model_bins, nb_sources)]`` -> all bins
+    (into ``out [shape=(..., nb_bins, nb_sources)]`` when given).
 
     Bins above the model's (the Nyquist bin) reuse the top model bin's mask.
     """
-    missing = nb_bins - masks.shape[-2]
+    nb_model_bins = masks.shape[-2]
+    if out is not None:
+        out[..., : min(nb_bins, nb_model_bins), :] = masks[..., :nb_bins, :]
+        out[..., nb_model_bins:, :] = masks[..., -1:, :]
+        return out
+    missing = nb_bins - nb_model_bins
     if missing <= 0:
         return masks[..., :nb_bins, :]
     top = np.repeat(masks[..., -1:, :], missing, axis=-2)

@@ -150,11 +150,14 @@ def supervised_masks(outputs, mc) -> list:
 
 
 def make_train_step(model, optimizer, cfg: Config, mixed: bool = False,
-                    jit_compile: bool = False):
+                    jit_compile: bool = False, teacher=None, distill_weight: float = 1.0):
     """The compiled training step ``(features, mix_mag, src_mag) -> loss`` of ``model``
-    (one Adam update on :func:`masked_l1_loss`); ``mixed``: with a loss-scale optimizer
-    (mixed precision), ``jit_compile``: compiled by XLA
-    (``benchmarks/train_speed.py`` measures both ways)."""
+    (one optimizer update on :func:`masked_l1_loss`); ``mixed``: with a loss-scale optimizer
+    (mixed precision), ``jit_compile``: compiled by XLA (``benchmarks/train_speed.py``
+    measures both ways). With ``teacher`` (another model of the same outputs, e.g. the
+    unpruned one) the loss adds ``distill_weight`` times the L1 between ``model``'s masks and
+    the teacher's on the same batch, every supervised stack (distillation: a dense target on
+    every bin)."""
     import tensorflow as tf
 
     @tf.function(jit_compile=jit_compile)
@@ -162,6 +165,11 @@ def make_train_step(model, optimizer, cfg: Config, mixed: bool = False,
         with tf.GradientTape() as tape:
             masks = supervised_masks(model(features, training=True), cfg.model)
             loss = masked_l1_loss(masks, mix_mag, src_mag)
+            if teacher is not None:
+                targets = supervised_masks(teacher(features, training=False), cfg.model)
+                loss += distill_weight * tf.add_n([
+                    tf.reduce_mean(tf.abs(m - t)) for m, t in zip(masks, targets, strict=True)
+                ]) / len(masks)
             scaled = optimizer.get_scaled_loss(loss) if mixed else loss
         # without intermediate supervision the earlier heads are unconnected: zero, not None
         grads = tape.gradient(scaled, model.trainable_variables,

@@ -87,13 +87,10 @@ def default_fine_tune(cfg, data: str = "synthetic", *, batch_size: int = 8, seed
                       distill_weight: float = 1.0) -> FineTune:
     """A :data:`FineTune` on ``data``'s train clips with the training loss of
     :mod:`edgesep.train` (masked L1 on every stack's masks, or the last one's without
-    ``intermediate_supervision``), float32, Adam.
-
-    With ``teacher`` (the unpruned model) the loss also distils: ``distill_weight`` times the
-    L1 between the pruned model's masks and the teacher's on the same batch, every supervised
-    stack (a dense target on every bin, where the sources' magnitudes say little)."""
+    ``intermediate_supervision``), float32, Adam: :func:`edgesep.train.make_train_step`, with
+    ``teacher`` (the unpruned model) distilling its masks into the pruned one."""
     from edgesep.data import load_clips
-    from edgesep.train import SpectrogramSet, masked_l1_loss, supervised_masks
+    from edgesep.train import SpectrogramSet, make_train_step
 
     clips = load_clips(data, "train", sample_rate=cfg.stft.sample_rate, seed=seed)
     train_set = SpectrogramSet.from_clips(clips, cfg)
@@ -103,22 +100,8 @@ def default_fine_tune(cfg, data: str = "synthetic", *, batch_size: int = 8, seed
         import tensorflow as tf
         import tf_keras as keras
 
-        optimizer = keras.optimizers.Adam(lr)
-
-        @tf.function
-        def train_step(features, mix_mag, src_mag):
-            with tf.GradientTape() as tape:
-                out = supervised_masks(model(features, training=True), cfg.model)
-                loss = masked_l1_loss(out, mix_mag, src_mag)
-                if teacher is not None:
-                    targets = supervised_masks(teacher(features, training=False), cfg.model)
-                    loss += distill_weight * tf.add_n([
-                        tf.reduce_mean(tf.abs(m - t)) for m, t in zip(out, targets, strict=True)
-                    ]) / len(out)
-            grads = tape.gradient(loss, model.trainable_variables,
-                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            return loss
+        train_step = make_train_step(model, keras.optimizers.Adam(lr), cfg, teacher=teacher,
+                                     distill_weight=distill_weight)
 
         for cb in callbacks:
             cb.set_model(model)

@@ -14,7 +14,7 @@ Wherever a command takes an export folder, ``pretrained:NAME`` names a packaged 
 (:func:`resolve`); ``Separator.from_pretrained(NAME)`` in Python. No network is involved.
 
 >>> names()
-['speech-edge']
+['speech-edge', 'speech-hearing']
 """
 
 from __future__ import annotations

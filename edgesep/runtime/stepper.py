@@ -19,6 +19,7 @@ through ``backend.run`` with dicts.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -29,20 +30,43 @@ from edgesep.errors import EdgesepError
 from edgesep.runtime.backends import Backend
 
 
-def quantise(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    """Float -> the tensor's dtype (``round(x / scale) + zero_point``, saturated, float32)."""
+def quantise(x: np.ndarray, spec: TensorSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """Float -> the tensor's dtype (``round(x / scale) + zero_point``, saturated, float32),
+    written into ``out`` (the tensor's own buffer) when given."""
     if not spec.quantised:
-        return np.asarray(x, dtype=spec.dtype)
+        q = np.asarray(x, dtype=spec.dtype)
+    else:
+        scale, zero_point, low, high = _constants(spec)
+        q = np.rint(np.asarray(x, np.float32) / scale)
+        q += zero_point
+        np.maximum(q, low, out=q)  # np.clip's argument checks cost more than the clip here
+        np.minimum(q, high, out=q)
+        q = q.astype(spec.dtype) if out is None else q  # integral and in range: exact
+    if out is None:
+        return q
+    out[...] = np.reshape(q, out.shape)
+    return out
+
+
+def dequantise(x: np.ndarray, spec: TensorSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """The tensor's dtype -> float32 (into ``out`` when given)."""
+    if not spec.quantised:
+        if out is None:
+            return np.asarray(x, dtype=np.float32)
+        out[...] = np.reshape(x, out.shape)
+        return out
+    scale, zero_point, _, _ = _constants(spec)
+    out = np.subtract(x, zero_point, out=out, dtype=np.float32)
+    return np.multiply(out, scale, out=out)
+
+
+@functools.lru_cache(maxsize=256)
+def _constants(spec: TensorSpec) -> tuple[np.float32, np.float32, np.float32, np.float32]:
+    """``(scale, zero point, dtype min, dtype max)`` of a quantised tensor, as float32 (worked
+    out once per tensor: ``np.iinfo`` costs more than a hop's quantisation)."""
     info = np.iinfo(spec.dtype)
-    q = np.round(np.asarray(x, np.float32) / np.float32(spec.scale)) + spec.zero_point
-    return np.clip(q, info.min, info.max).astype(spec.dtype)
-
-
-def dequantise(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    """The tensor's dtype -> float32."""
-    if not spec.quantised:
-        return np.asarray(x, dtype=np.float32)
-    return (x.astype(np.float32) - np.float32(spec.zero_point)) * np.float32(spec.scale)
+    return (np.float32(spec.scale), np.float32(spec.zero_point), np.float32(info.min),
+            np.float32(info.max))
 
 
 class Stepper:
@@ -89,9 +113,6 @@ class Stepper:
                               for spec, src, same in self._links if same]
             self._requantised = [(ins[spec.name], outs[src.name], spec, src)
                                  for spec, src, same in self._links if not same]
-        self._qframe = np.zeros(self.nb_model_bins, np.float32)
-        self._frame_q = _constants(self._frame)
-        self._masks_q = _constants(self._masks)
         self._mask_values = np.zeros(self.nb_model_bins * nb_sources, np.float32)
         self.reset()
 
@@ -136,30 +157,15 @@ class Stepper:
             raw_masks = self._step_in_place(features)
         else:
             raw_masks = self._step_with_dicts(features)
-        values = self._mask_values
-        if self._masks_q is not None:  # dequantise(), in place
-            scale, zero_point, _, _ = self._masks_q
-            np.subtract(raw_masks, zero_point, out=values)
-            np.multiply(values, scale, out=values)
-        else:
-            np.copyto(values, raw_masks)
-            np.nan_to_num(values, copy=False, nan=0.0)
+        values = dequantise(raw_masks, self._masks, out=self._mask_values)
+        np.nan_to_num(values, copy=False, nan=0.0)
         masks = np.maximum(values, np.float32(0.0))  # np.clip(values, 0, 1), a new array
         np.minimum(masks, np.float32(1.0), out=masks)
         return masks.reshape(self.nb_model_bins, self.nb_sources)
 
     def _step_in_place(self, features: np.ndarray) -> np.ndarray:
         io = self._io
-        if self._frame_q is not None:  # quantise(), in place
-            q, (scale, zero_point, low, high) = self._qframe, self._frame_q
-            np.divide(np.reshape(features, -1), scale, out=q, dtype=np.float32)
-            np.rint(q, out=q)
-            q += zero_point
-            np.maximum(q, low, out=q)  # np.clip's checks cost more than the clip here
-            np.minimum(q, high, out=q)
-            self._frame_in[...] = q  # integral and in range: the cast is exact
-        else:
-            self._frame_in[...] = np.reshape(features, -1)
+        quantise(features, self._frame, out=self._frame_in)
         if self.record:
             self.last_feeds = {name: view.copy() for name, view in io.inputs.items()}
         io.invoke()
@@ -168,7 +174,7 @@ class Stepper:
         for state_in, state_out in self._fed_back:
             state_in[...] = state_out  # ndarray assignment: half the cost of np.copyto here
         for state_in, state_out, spec_in, src in self._requantised:
-            state_in[...] = quantise(dequantise(state_out, src), spec_in)
+            quantise(dequantise(state_out, src), spec_in, out=state_in)
         return self._masks_out
 
     def _step_with_dicts(self, features: np.ndarray) -> np.ndarray:
@@ -187,16 +193,6 @@ class Stepper:
         states: ``[shape=(nb_frames, nb_model_bins, nb_sources)]``."""
         self.reset()
         return np.stack([self.step(f) for f in features])
-
-
-def _constants(spec: TensorSpec) -> tuple[np.float32, np.float32, np.float32,
-                                           np.float32] | None:
-    """``(scale, zero point, dtype min, dtype max)`` as float32 of a quantised tensor."""
-    if not spec.quantised:
-        return None
-    info = np.iinfo(spec.dtype)
-    return (np.float32(spec.scale), np.float32(spec.zero_point), np.float32(info.min),
-            np.float32(info.max))
 
 
 def open_stepper(manifest: Manifest, precision: str | None = None, backend: str = "litert",

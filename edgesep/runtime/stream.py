@@ -19,6 +19,7 @@ from edgesep.dsp import (
     StreamingIstft,
     StreamingStft,
     apply_masks,
+    expand_masks,
     istft,
     magnitude_features,
     nb_frames_for,
@@ -33,8 +34,8 @@ class Streamer:
     """Separate a stream one hop at a time; per-hop timing in :attr:`latency` (DSP + model)
     and :attr:`model_latency` (model alone). Memory does not grow with the stream length.
 
-    A hop allocates almost nothing: the spectrum, the full-band masks and the masked spectra
-    live in buffers kept from hop to hop, and all sources go through one inverse FFT.
+    The spectrum, the full-band masks and the masked spectra live in buffers kept from hop to
+    hop, and all sources go through one inverse FFT.
     """
 
     def __init__(self, manifest: Manifest, stepper: Stepper) -> None:
@@ -47,7 +48,7 @@ class Streamer:
         self._istft = StreamingIstft(self.cfg, nb_channels=len(self.sources))
         self._clean = np.zeros(self.hop, dtype=np.float64)
         self._frame = np.zeros(self.cfg.nb_bins, np.complex64)
-        self._full_masks = np.zeros((len(self.sources), self.cfg.nb_bins), np.float32)
+        self._full_masks = np.zeros((self.cfg.nb_bins, len(self.sources)), np.float32)
         self._spectra = np.zeros((len(self.sources), self.cfg.nb_bins), np.complex64)
         hop_ns = round(1e9 * self.hop / self.cfg.sample_rate)
         self.latency = LatencyStats(deadline_ns=hop_ns, audio_ns_per_call=hop_ns)
@@ -79,15 +80,12 @@ class Streamer:
             np.copyto(self._clean, np.where(finite, chunk, 0.0))
             chunk = self._clean
         frame = self._stft.push(chunk, out=self._frame)
-        nb_model_bins = self.stepper.nb_model_bins
-        features = magnitude_features(frame, nb_model_bins)
+        features = magnitude_features(frame, self.stepper.nb_model_bins)
         t1 = time.perf_counter_ns()
         masks = self.stepper.step(features)
         self.model_latency.add(time.perf_counter_ns() - t1)
-        full = self._full_masks  # expand_masks(): bins above the model's reuse its top one
-        full[:, :nb_model_bins] = masks.T
-        full[:, nb_model_bins:] = masks[-1][:, None]
-        np.multiply(full, frame, out=self._spectra)
+        full = expand_masks(masks, self.cfg.nb_bins, out=self._full_masks)
+        np.multiply(full.T, frame, out=self._spectra)
         out = self._istft.push(self._spectra)
         self.latency.add(time.perf_counter_ns() - t0)
         return dict(zip(self.sources, out, strict=True))
