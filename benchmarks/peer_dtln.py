@@ -11,6 +11,12 @@ model(s), masks, inverse FFT, overlap-add), CPU seconds per second of audio
 are timed in ``--rounds`` interleaved rounds on the same clip; figures are medians over rounds,
 so a change of machine load hits every system alike.
 
+Each export runs with each ``--hop-loops`` (default both): ``python``, the numpy streamer, and
+``c``, the C framer of ``edgesep firmware`` compiled here (``edgesep stream --hop-loop c``).
+DTLN's hop is numpy around its two models, as its README frames it; no C loop was written for
+it, so a ``c`` row against DTLN compares our C DSP with DTLN's numpy DSP (its model-alone
+column is the like-for-like part).
+
 ``--callgrind`` adds a noise-free count: instructions per whole hop under
 ``valgrind --tool=callgrind``, from two runs of different hop counts (their difference divided by
 the difference of hops, so start-up cancels out). Instructions, not time: repeatable whatever
@@ -40,12 +46,14 @@ RESULTS = Path(__file__).parent / "results"
 class Ours:
     """An edgesep export streamed by the runtime (one thread, litert)."""
 
-    def __init__(self, export: Path, precision: str) -> None:
+    def __init__(self, export: Path, precision: str, hop_loop: str = "python") -> None:
         from edgesep.runtime import open_streamer
 
-        self.streamer = open_streamer(export, precision, "litert", 1)
+        self.streamer = open_streamer(export, precision, "litert", 1, hop_loop=hop_loop)
         m = self.streamer.manifest
-        self.name = f"edgesep {export.name} {precision}"
+        self.hop_loop = hop_loop
+        self.name = f"edgesep {export.name} {precision}" + (", C hop loop" if hop_loop == "c"
+                                                            else "")
         self.hop = m.stft.hop
         self.latency_ms = m.stft.latency_ms
         self.parameters_ = m.raw.get("parameters")
@@ -98,7 +106,8 @@ import numpy as np
 sys.path.insert(0, sys.argv[1])
 import peer_dtln as bench
 kind, where, precision, hops = sys.argv[2], Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-system = bench.Dtln(where, precision == "quant") if kind == "dtln" else bench.Ours(where, precision)
+system = (bench.Dtln(where, precision == "quant") if kind == "dtln"
+          else bench.Ours(where, precision, sys.argv[6]))
 hop = bench.SHIFT if kind == "dtln" else system.hop
 chunks = (0.1 * np.random.default_rng(0).standard_normal((50, hop))).astype(np.float32)
 system.reset()
@@ -107,7 +116,8 @@ for i in range(hops):
 """
 
 
-def callgrind_per_hop(kind: str, where: Path, precision: str, hops=(50, 250)) -> float:
+def callgrind_per_hop(kind: str, where: Path, precision: str, hop_loop: str = "python",
+                      hops=(50, 250)) -> float:
     """Instructions per whole hop: (I(n2) - I(n1)) / (n2 - n1) under callgrind."""
     totals = []
     for n in hops:
@@ -116,7 +126,7 @@ def callgrind_per_hop(kind: str, where: Path, precision: str, hops=(50, 250)) ->
             env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
             subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                             sys.executable, "-c", _CALLGRIND_CHILD, str(Path(__file__).parent),
-                            kind, str(where), precision, str(n)],
+                            kind, str(where), precision, str(n), hop_loop],
                            check=True, capture_output=True, env=env, timeout=3600)
             totals.append(_callgrind_total(out))
     return (totals[1] - totals[0]) / (hops[1] - hops[0])
@@ -139,6 +149,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--hops", type=int, default=500)
     parser.add_argument("--callgrind", action="store_true", help="count instructions per hop")
+    parser.add_argument("--hop-loops", default="python,c",
+                        help="edgesep hop loops to run each export with (python, c)")
     parser.add_argument("--out", type=Path, default=RESULTS / "peer_dtln")
     args = parser.parse_args()
 
@@ -147,7 +159,8 @@ def main() -> None:
     clip = load_clips(args.data, "test", sample_rate=SAMPLE_RATE, limit=1)[0]
     audio = clip.mixture.astype(np.float32)
     systems = [Dtln(args.dtln, True), Dtln(args.dtln, False)]
-    systems += [Ours(e, args.precision) for e in args.exports]
+    systems += [Ours(e, args.precision, loop) for e in args.exports
+                for loop in args.hop_loops.split(",")]
     rows = {s.name: [] for s in systems}
     for r in range(args.rounds):
         print(f"[timing] round {r + 1}/{args.rounds}", file=sys.stderr)
@@ -170,7 +183,8 @@ def main() -> None:
             kind, where, prec = (("dtln", args.dtln, "quant" if "quantized" in s.name else "f32")
                                  if isinstance(s, Dtln) else ("ours", s.streamer.manifest.directory,
                                                               args.precision))
-            entry["instructions_per_hop"] = callgrind_per_hop(kind, where, prec)
+            entry["instructions_per_hop"] = callgrind_per_hop(
+                kind, where, prec, "python" if isinstance(s, Dtln) else s.hop_loop)
             entry["instructions_per_audio_s"] = entry["instructions_per_hop"] * SAMPLE_RATE / hop
         table.append(entry)
     peer = next(e for e in table if e["system"] == "DTLN quantized")

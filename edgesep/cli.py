@@ -271,6 +271,11 @@ THREADS_OPTION = click.option(
     "--threads", type=click.IntRange(min=1), default=1, show_default=True,
     help="CPU threads for the interpreter.",
 )
+HOP_LOOP_OPTION = click.option(
+    "--hop-loop", type=click.Choice(["python", "c"]), default="python", show_default=True,
+    help="The DSP around the model: numpy, or the C framer `edgesep firmware` emits, compiled "
+    "here with gcc (cached) and run with litert/tflite-runtime on the model's own buffers.",
+)
 
 
 @cli.command()
@@ -294,6 +299,7 @@ THREADS_OPTION = click.option(
 @PRECISION_OPTION
 @BACKEND_OPTION
 @THREADS_OPTION
+@HOP_LOOP_OPTION
 @click.option("--strict", is_flag=True, help="Refuse inputs at another sample rate.")
 @click.option("--live", is_flag=True, help="Separate a sound device's input in real time.")
 @click.option("--list-devices", is_flag=True, help="With --live: list the sound devices.")
@@ -303,7 +309,8 @@ THREADS_OPTION = click.option(
               help="With --live: stop after this long (default: Ctrl-C).")
 @user_errors
 def stream(model_dir, inputs, more_inputs, out_dir, fmt, template, start, duration, overwrite,
-           precision, backend, threads, strict, live, list_devices, device, source, seconds):
+           precision, backend, threads, hop_loop, strict, live, list_devices, device, source,
+           seconds):
     """Separate audio files (or folders of them) frame by frame with an exported model, as a
     device would: OUTPUT/<name>/<source>.<format>, like Spleeter.
 
@@ -319,6 +326,7 @@ def stream(model_dir, inputs, more_inputs, out_dir, fmt, template, start, durati
       edgesep stream build/edge1 --live --list-devices
       edgesep stream build/edge1 --live --device 2
       edgesep stream pretrained:speech-edge noisy.wav -o out/   (a packaged model)
+      edgesep stream pretrained:speech-hearing noisy.wav -o out/ --hop-loop c
     """
     from edgesep import console
     from edgesep.runtime import stream_files as sfiles
@@ -332,7 +340,7 @@ def stream(model_dir, inputs, more_inputs, out_dir, fmt, template, start, durati
         live_audio.sounddevice_module()  # say what to install before loading anything
         from edgesep.runtime.stream import open_streamer
 
-        streamer = open_streamer(model_dir, precision, backend, threads)
+        streamer = open_streamer(model_dir, precision, backend, threads, hop_loop=hop_loop)
         dev = int(device) if device is not None and device.isdigit() else device
         click.echo("live: Ctrl-C stops", err=True)
         cb = live_audio.run_live(streamer, dev, source, seconds=seconds,
@@ -354,7 +362,7 @@ def stream(model_dir, inputs, more_inputs, out_dir, fmt, template, start, durati
     sfiles.plan_outputs(files, out_dir, sources, fmt, template, overwrite)  # fail before work
     from edgesep.runtime.stream import open_streamer
 
-    streamer = open_streamer(model_dir, precision, backend, threads)
+    streamer = open_streamer(model_dir, precision, backend, threads, hop_loop=hop_loop)
     nonfinite = 0
     with sfiles.OutputLock(out_dir):
         plan = sfiles.plan_outputs(files, out_dir, sources, fmt, template, overwrite)
@@ -373,7 +381,8 @@ def stream(model_dir, inputs, more_inputs, out_dir, fmt, template, start, durati
             nonfinite += summary["nonfinite_samples"]
             click.echo(f"{path} -> {', '.join(str(p) for p in outputs.values())}")
     extra = f", {nonfinite} NaN/inf samples zeroed" if nonfinite else ""
-    click.echo(f"latency (DSP + model, {backend}): {streamer.latency.line()}{extra}")
+    click.echo(f"latency (DSP + model, {backend}, {hop_loop} hop loop): "
+               f"{streamer.latency.line()}{extra}")
 
 
 @cli.command()
@@ -381,23 +390,25 @@ def stream(model_dir, inputs, more_inputs, out_dir, fmt, template, start, durati
 @PRECISION_OPTION
 @BACKEND_OPTION
 @THREADS_OPTION
+@HOP_LOOP_OPTION
 @click.option("--warmup", type=click.IntRange(min=0), default=50, show_default=True,
               help="Warm-up hops (not in the steady-state numbers).")
 @click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Steady-state hops timed.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the numbers.")
 @user_errors
-def bench(model_dir, precision, backend, threads, warmup, count, json_path):
+def bench(model_dir, precision, backend, threads, hop_loop, warmup, count, json_path):
     """Time one hop like TFLite's benchmark_model: init, first inference, warm-up and
     steady-state µs (model alone, and model + DSP), peak memory.
 
     \b
     Example:
       edgesep bench build/edge1 --precision int8 --threads 1 --count 2000 --json bench.json
+      edgesep bench pretrained:speech-hearing --hop-loop c
     """
     from edgesep.runtime.bench import benchmark, format_benchmark
 
-    results = benchmark(model_dir, precision, backend, threads, warmup, count)
+    results = benchmark(model_dir, precision, backend, threads, warmup, count, hop_loop)
     click.echo(format_benchmark(results))
     if json_path:
         from edgesep.files import write_json_atomic

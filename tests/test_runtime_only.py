@@ -63,6 +63,8 @@ def test_runtime_only_install_runs_the_device_commands(runtime_venv, tiny_export
         ("info", str(tiny_export)),
         ("info", "edge"),
         ("stream", str(tiny_export), "-i", str(tmp_path / "noisy.wav"), "-o", str(tmp_path / "o")),
+        ("stream", str(tiny_export), "-i", str(tmp_path / "noisy.wav"), "-o", str(tmp_path / "c"),
+         "--hop-loop", "c"),  # the C framer, compiled by the installed package
         ("bench", str(tiny_export), "--warmup", "2", "--count", "20"),
         ("validate", str(tiny_export), "--reference", str(tiny_export), "--data", data_spec,
          "--limit", "1", "--max-sdr-drop", "100", "--hop-budget", "100",
@@ -74,6 +76,8 @@ def test_runtime_only_install_runs_the_device_commands(runtime_venv, tiny_export
         assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-2000:])
         assert "Traceback" not in done.stderr, (args, done.stderr[-2000:])
     assert (tmp_path / "o" / "noisy" / "vocals.wav").is_file()
+    numpy_loop, c_loop = (sf.read(tmp_path / d / "noisy" / "vocals.wav")[0] for d in ("o", "c"))
+    assert np.max(np.abs(numpy_loop - c_loop)) < 0.05
     needs_train = [
         ("validate", str(tiny_export), "--reference", str(tiny_run), "--data", data_spec,
          "--limit", "1"),

@@ -90,7 +90,7 @@ class FirmwareSpec:
     artefact: Artefact
     model: bytes
     tflite: TfliteModel
-    arena_measured: int
+    arena_measured: int | None  # None: no TFLM in this build (the host hop loop)
     inputs: list[CTensor] = field(default_factory=list)
     outputs: list[CTensor] = field(default_factory=list)
     states: list[CState] = field(default_factory=list)
@@ -104,6 +104,8 @@ class FirmwareSpec:
 
     @property
     def arena_bytes(self) -> int:
+        if self.arena_measured is None:
+            raise EdgesepError("no TFLM arena measured for this build")
         return arena_with_margin(self.arena_measured)
 
     @property
@@ -131,7 +133,7 @@ class FirmwareSpec:
 
 
 def firmware_spec(prefix: str, manifest: Manifest, artefact: Artefact, model: bytes,
-                  tflite: TfliteModel, arena_measured: int) -> FirmwareSpec:
+                  tflite: TfliteModel, arena_measured: int | None) -> FirmwareSpec:
     """Pair the manifest's tensors with the model's order and lay out the states; raise for
     what the framer cannot run (dtypes, an FFT size, state feedback that needs requantising)."""
     spec = FirmwareSpec(check_prefix(prefix), manifest, artefact, model, tflite, arena_measured)
@@ -301,6 +303,23 @@ def _synthesis_words(cfg) -> str:
     return "the weighted-overlap-add dual of the analysis window"
 
 
+def arena_block(spec: FirmwareSpec) -> str:
+    """The contract header's TFLM arena macros (nothing where no arena was measured)."""
+    if spec.arena_measured is None:
+        return "/* (no TensorFlow Lite Micro arena: this build runs the model elsewhere) */\n"
+    p, m = spec.prefix, spec.macro
+    return f"""/* --- TensorFlow Lite Micro arena ---
+ * Measured: the smallest arena in which the tflite-micro interpreter (reference kernels, on a
+ * 64-bit host, whose interpreter structs are larger than a 32-bit device's) allocates and
+ * invokes the model. The glue allocates it plus {round(100 * ARENA_MARGIN)} % (optimised
+ * kernels such as CMSIS-NN ask for scratch buffers), rounded up to {ARENA_ROUND} bytes;
+ * {p}_tflm_arena_used_bytes() reports the device's own figure. */
+#define {m}_TFLM_ARENA_MEASURED_BYTES {spec.arena_measured}
+#define {m}_TFLM_ARENA_MARGIN_PERCENT {round(100 * ARENA_MARGIN)}
+#define {m}_TFLM_ARENA_BYTES {spec.arena_bytes}
+"""
+
+
 def contract_header(spec: FirmwareSpec) -> str:
     """``PREFIX_contract.h``: the frame contract, from the manifest only."""
     p, m, man = spec.prefix, spec.macro, spec.manifest
@@ -445,16 +464,7 @@ extern const {p}_state_info {p}_states[{max(nb_states, 1)}];
 #define {m}_NB_OPS {len(ops)}
 extern const char *const {p}_ops[{m}_NB_OPS];
 
-/* --- TensorFlow Lite Micro arena ---
- * Measured: the smallest arena in which the tflite-micro interpreter (reference kernels, on a
- * 64-bit host, whose interpreter structs are larger than a 32-bit device's) allocates and
- * invokes the model. The glue allocates it plus {round(100 * ARENA_MARGIN)} % (optimised
- * kernels such as CMSIS-NN ask for scratch buffers), rounded up to {ARENA_ROUND} bytes;
- * {p}_tflm_arena_used_bytes() reports the device's own figure. */
-#define {m}_TFLM_ARENA_MEASURED_BYTES {spec.arena_measured}
-#define {m}_TFLM_ARENA_MARGIN_PERCENT {round(100 * ARENA_MARGIN)}
-#define {m}_TFLM_ARENA_BYTES {spec.arena_bytes}
-
+{arena_block(spec)}
 /* --- tables --- */
 extern const float {p}_analysis_window[{m}_N_FFT];
 extern const float {p}_synthesis_window[{m}_SYNTHESIS_LENGTH]; /* the frame's newest samples */
@@ -512,6 +522,17 @@ def source_files(spec: FirmwareSpec) -> dict[str, str]:
     for name in ("framer.h", "framer.c", "fft.h", "fft.c", "tflm.h"):
         files[f"{p}_{name}"] = render(name, p)
     files[f"{p}_tflm.cc"] = tflm_source(spec)
+    return files
+
+
+def host_files(spec: FirmwareSpec) -> dict[str, str]:
+    """The framer for this machine (:mod:`edgesep.runtime.hop_loop`): contract header, framer,
+    FFT and ``PREFIX_host.c`` (its model step on an interpreter's own buffers); no model
+    array, no TFLM."""
+    p = spec.prefix
+    files = {f"{p}_contract.h": contract_header(spec)}
+    for name in ("framer.h", "framer.c", "fft.h", "fft.c", "host.c"):
+        files[f"{p}_{name}"] = render(name, p)
     return files
 
 

@@ -25,6 +25,8 @@ from edgesep.firmware_bridge import toolchain
 #: ``int model(void *user, const void *const *inputs, void *const *outputs)``
 MODEL_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
                             ctypes.POINTER(ctypes.c_void_p))
+#: ``int invoke(void)`` of ``PREFIX_host.c``: run the model on its own buffers.
+INVOKE_FN = ctypes.CFUNCTYPE(ctypes.c_int)
 _TYPES = {1: np.float32, 7: np.int16, 9: np.int8}
 
 
@@ -70,10 +72,12 @@ class HostFramer:
         self._state = (ctypes.c_uint64 * (self.size // 8 + 1))()  # 8-byte aligned
         self._model: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None
         self._error: BaseException | None = None
+        self._init = init
         self._callback = MODEL_FN(self._call_model)  # kept alive with the framer
         if init(self._state, self._callback, None) != 0:
             raise EdgesepError(f"{prefix}_framer_init failed")
         self._out = np.zeros((self.nb_sources, self.hop), np.float32)
+        self._out_address = self._out.ctypes.data
 
     @classmethod
     def build(cls, folder: str | Path, prefix: str, library: str | Path,
@@ -104,6 +108,58 @@ class HostFramer:
 
         self.bind(model)
 
+    def bind_buffers(self, inputs: list[np.ndarray], outputs: list[np.ndarray],
+                     invoke: Callable[[], None]) -> None:
+        """Step with a model that runs on its own tensor buffers (an interpreter's): the C step
+        of ``PREFIX_host.c`` (the library must hold it) copies the framer's inputs into
+        ``inputs``, calls ``invoke()`` and copies ``outputs`` back; arrays in the contract's
+        order, C-contiguous, alive and unmoved while the framer runs. Resets the stream."""
+        step = getattr(self._lib, f"{self.prefix}_host_model_step", None)
+        if step is None:
+            raise EdgesepError(f"{self.prefix}: this library has no {self.prefix}_host.c")
+        for kind, arrays, tables in (("input", inputs, self.inputs),
+                                     ("output", outputs, self.outputs)):
+            if len(arrays) != len(tables):
+                raise EdgesepError(f"{len(arrays)} model {kind}s, the contract has {len(tables)}")
+            for a, t in zip(arrays, tables, strict=True):
+                if a.dtype != t["dtype"] or a.nbytes != t["bytes"] or not a.flags.c_contiguous:
+                    raise EdgesepError(f"model {kind} {t['name']}: {a.dtype} {a.shape} does not "
+                                       f"match the contract's {t['dtype']} {t['shape']}")
+
+        class HostModel(ctypes.Structure):
+            _fields_ = [("inputs", ctypes.c_void_p * len(inputs)),
+                        ("outputs", ctypes.c_void_p * len(outputs)), ("invoke", INVOKE_FN)]
+
+        def call_invoke() -> int:
+            try:
+                invoke()
+            except BaseException as exc:  # kept for process(), as in _call_model
+                self._error = exc
+                return -100
+            return 0
+
+        model = HostModel()
+        model.inputs[:] = [a.ctypes.data for a in inputs]
+        model.outputs[:] = [a.ctypes.data for a in outputs]
+        model.invoke = INVOKE_FN(call_invoke)
+        self._host_model = (model, inputs, outputs)  # kept alive with the framer
+        self._model = invoke
+        if self._init(self._state, MODEL_FN(ctypes.cast(step, ctypes.c_void_p).value),
+                      ctypes.addressof(model)) != 0:
+            raise EdgesepError(f"{self.prefix}_framer_init failed")
+
+    @property
+    def output(self) -> np.ndarray:
+        """The buffer ``process(chunk, copy=False)`` fills: ``[shape=(nb_sources, hop)]``."""
+        return self._out
+
+    @property
+    def nonfinite_samples(self) -> int:
+        """NaN/inf input samples replaced by 0 since the reset (needs ``PREFIX_host.c``)."""
+        count = getattr(self._lib, f"{self.prefix}_host_nonfinite_samples")
+        count.argtypes, count.restype = [ctypes.c_void_p], ctypes.c_uint32
+        return int(count(self._state))
+
     def _call_model(self, user, inputs, outputs) -> int:
         try:
             arrays = [np.frombuffer(ctypes.string_at(inputs[i], t["bytes"]), t["dtype"])
@@ -125,21 +181,22 @@ class HostFramer:
     def reset(self) -> None:
         self._reset(self._state)
 
-    def process(self, chunk: np.ndarray) -> np.ndarray:
+    def process(self, chunk: np.ndarray, copy: bool = True) -> np.ndarray:
         """``hop`` float32 samples -> ``[shape=(nb_sources, hop)]`` (delayed by the output
-        delay), as the device computes them."""
+        delay), as the device computes them; ``copy=False``: the framer's output buffer,
+        overwritten by the next hop."""
         if self._model is None:
             raise EdgesepError("bind a model first")
         chunk = np.ascontiguousarray(chunk, dtype=np.float32)
         if chunk.shape != (self.hop,):
             raise EdgesepError(f"expected {self.hop} samples, got {chunk.shape}")
-        status = self._process(self._state, chunk.ctypes.data, self._out.ctypes.data)
+        status = self._process(self._state, chunk.ctypes.data, self._out_address)
         if self._error is not None:
             error, self._error = self._error, None
             raise error
         if status != 0:
             raise EdgesepError(f"{self.prefix}_framer_process returned {status}")
-        return self._out.copy()
+        return self._out.copy() if copy else self._out
 
     def separate(self, audio: np.ndarray, sources: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Stream ``audio`` from a reset framer and return ``{source: audio}`` aligned with the

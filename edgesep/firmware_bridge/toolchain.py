@@ -24,9 +24,13 @@ ARM_GCC, ARM_SIZE = "arm-none-eabi-gcc", "arm-none-eabi-size"
 ARM_INSTALL = "apt-get install -y gcc-arm-none-eabi"
 
 
-def c_sources(folder: Path, prefix: str) -> list[Path]:
-    """The C99 files of a firmware folder (framer, FFT, model array)."""
-    return [folder / f"{prefix}_{part}.c" for part in ("framer", "fft", "model_data")]
+#: The C99 parts of a firmware folder (framer, FFT, model array).
+FIRMWARE_PARTS = ("framer", "fft", "model_data")
+
+
+def c_sources(folder: Path, prefix: str, parts: tuple[str, ...] = FIRMWARE_PARTS) -> list[Path]:
+    """The folder's ``PREFIX_PART.c`` files."""
+    return [folder / f"{prefix}_{part}.c" for part in parts]
 
 
 def _run(cmd: list[str], what: str) -> str:
@@ -43,13 +47,13 @@ def _run(cmd: list[str], what: str) -> str:
 
 
 def host_library(folder: Path, prefix: str, out: Path, sanitize: str | None = None,
-                 extra: tuple[str, ...] = ()) -> Path:
-    """Build the folder's C as a host shared library (for ctypes); ``sanitize`` e.g.
+                 extra: tuple[str, ...] = (), parts: tuple[str, ...] = FIRMWARE_PARTS) -> Path:
+    """Build the folder's C ``parts`` as a host shared library (for ctypes); ``sanitize`` e.g.
     ``"undefined"`` adds ``-fsanitize=...``."""
     cmd = ["gcc", *STRICT_CFLAGS, "-O2", "-fPIC", "-shared", *extra]
     if sanitize:
         cmd += [f"-fsanitize={sanitize}", "-fno-sanitize-recover=all", "-g"]
-    cmd += [str(p) for p in c_sources(folder, prefix)] + ["-lm", "-o", str(out)]
+    cmd += [str(p) for p in c_sources(folder, prefix, parts)] + ["-lm", "-o", str(out)]
     _run(cmd, "gcc (host library)")
     return out
 

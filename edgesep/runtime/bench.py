@@ -22,10 +22,11 @@ def benchmark(
     threads: int = 1,
     warmup: int = 50,
     count: int = 1000,
+    hop_loop: str = "python",
 ) -> dict:
     """Time ``count`` hops after ``warmup``; returns JSON-ready numbers (µs, MB)."""
     t0 = time.perf_counter_ns()
-    streamer = open_streamer(model_dir, precision, backend, threads)
+    streamer = open_streamer(model_dir, precision, backend, threads, hop_loop=hop_loop)
     init_us = (time.perf_counter_ns() - t0) / 1000
     est, hop = streamer.stepper, streamer.hop
     hop_ns = round(1e9 * hop / streamer.cfg.sample_rate)
@@ -35,6 +36,7 @@ def benchmark(
     est.step(feats)
     first_us = (time.perf_counter_ns() - t0) / 1000
     results = {"backend": backend, "artefact": est.artefact.key, "threads": threads,
+               "hop_loop": hop_loop,
                "hop_us": hop_ns / 1000, "init_us": init_us, "first_inference_us": first_us}
     chunks = (0.1 * rng.standard_normal((64, hop))).astype(np.float32)
     for label, fn in (("model", lambda i: est.step(feats)),
@@ -56,7 +58,7 @@ def format_benchmark(results: dict) -> str:
     """The benchmark_model-style table."""
     lines = [
         f"{'backend':<18}{results['backend']} ({results['artefact']}, "
-        f"{results['threads']} thread(s))",
+        f"{results['threads']} thread(s), {results.get('hop_loop', 'python')} hop loop)",
         f"{'init':<18}{results['init_us']:,.0f} µs",
         f"{'first inference':<18}{results['first_inference_us']:,.0f} µs",
         f"{'':<18}{'count':>7}{'min':>9}{'max':>9}{'avg':>9}{'std':>9}{'p99':>9}  µs",

@@ -135,16 +135,28 @@ def separate_offline(stepper: Stepper, sources: tuple[str, ...], cfg,
     return {src: istft(est[i], cfg, length=len(audio)) for i, src in enumerate(sources)}
 
 
+#: ``--hop-loop``: the DSP around the model in numpy, or in the C framer.
+HOP_LOOPS = ("python", "c")
+
+
 def open_streamer(model_dir: str | Path, precision: str | None = None,
                   backend: str = "litert", threads: int = 1,
-                  run: str | Path | None = None) -> Streamer:
+                  run: str | Path | None = None, hop_loop: str = "python") -> Streamer:
     """Load and check ``model_dir``'s manifest and open ``backend`` on the chosen artefact
-    (see :func:`edgesep.runtime.stepper.open_stepper`)."""
+    (see :func:`edgesep.runtime.stepper.open_stepper`); ``hop_loop="c"``: the C framer
+    around it (:class:`edgesep.runtime.hop_loop.CompiledStreamer`, same interface)."""
     from edgesep.contract import load_manifest
     from edgesep.runtime.stepper import open_stepper
 
+    if hop_loop not in HOP_LOOPS:
+        raise EdgesepError(f"hop loop {hop_loop!r}: choose one of {', '.join(HOP_LOOPS)}")
     manifest = load_manifest(model_dir)
-    return Streamer(manifest, open_stepper(manifest, precision, backend, threads, run))
+    stepper = open_stepper(manifest, precision, backend, threads, run)
+    if hop_loop == "c":
+        from edgesep.runtime.hop_loop import CompiledStreamer
+
+        return CompiledStreamer(manifest, stepper)
+    return Streamer(manifest, stepper)
 
 
 #: Streamed vs offline output of the same exported model (float rounding only).

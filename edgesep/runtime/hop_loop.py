@@ -1,0 +1,151 @@
+"""The hop loop in C: the firmware bridge's reference framer compiled for this machine.
+
+``--hop-loop c`` (``open_streamer(..., hop_loop="c")``) streams with the framer that
+``edgesep firmware`` emits (:mod:`edgesep.firmware_bridge`: streaming STFT, features,
+quantiser, state feedback, masks, inverse FFT, overlap-add; C99, float32), built here with the
+host ``gcc`` into a shared library and driven through ctypes. The model still runs in
+ai-edge-litert, on the interpreter's own buffers: one ctypes call per hop, and one callback
+into Python for ``Invoke``. The Python streamer (:mod:`edgesep.runtime.stream`) stays the
+reference; this path trades its numpy calls (about 55 per hop) for C.
+
+Its output equals the Python streamer's to float rounding for float models. For int8 models
+the C FFT (float32) and numpy's (float64 inside) can round a feature to the neighbouring
+quantisation step now and then, which the model's states carry on: the waveforms then differ
+by a little, not the separation quality (``tests/test_hop_loop.py`` bounds both).
+
+Libraries are cached by the SHA-256 of their sources and the compiler command, in
+``$EDGESEP_HOP_LOOP_CACHE`` (default ``~/.cache/edgesep/hop-loop``); a build is written in a
+temporary folder and renamed into place, so a crash leaves no half-built library behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgesep.contract import Manifest, read_artefact
+from edgesep.errors import EdgesepError
+from edgesep.runtime.latency import LatencyStats
+from edgesep.runtime.stepper import Stepper
+
+#: Prefix of the generated C (its functions and macros).
+PREFIX = "hop"
+#: How a user gets the compiler on Debian/Ubuntu.
+GCC_INSTALL = "apt-get install -y gcc"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("EDGESEP_HOP_LOOP_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "edgesep" / "hop-loop"
+
+
+def _compiler_version() -> str:
+    if shutil.which("gcc") is None:
+        raise EdgesepError(f"--hop-loop c compiles the C framer and needs gcc on the PATH "
+                           f"({GCC_INSTALL}); --hop-loop python needs none")
+    done = subprocess.run(["gcc", "-dumpfullversion", "-dumpmachine"], capture_output=True,
+                          text=True, timeout=60)
+    return done.stdout.strip()
+
+
+def build_library(stepper: Stepper, manifest: Manifest) -> tuple[Path, Path]:
+    """The C framer for ``stepper``'s artefact: ``(library, source folder)``, from the cache
+    or compiled now."""
+    from edgesep.firmware_bridge import emit, toolchain
+    from edgesep.firmware_bridge.tflite_model import read_tflite
+
+    artefact = stepper.artefact
+    if artefact.format != "tflite":
+        raise EdgesepError(f"--hop-loop c runs TFLite artefacts; {artefact.key} is "
+                           f"{artefact.format}")
+    model = read_artefact(artefact)
+    spec = emit.firmware_spec(PREFIX, manifest, artefact, model,
+                              read_tflite(model, str(artefact.path)), arena_measured=None)
+    files = emit.host_files(spec)
+    flags = [*toolchain.STRICT_CFLAGS, "-O2", "-fPIC", "-shared"]
+    digest = hashlib.sha256(repr((_compiler_version(), flags, sorted(files.items())))
+                            .encode()).hexdigest()[:24]
+    final = cache_dir() / digest
+    library = final / f"lib{PREFIX}.so"
+    if library.is_file():
+        return library, final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=final.parent, prefix=".build-") as tmp:
+        folder = Path(tmp) / "src"
+        folder.mkdir()
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        toolchain.host_library(folder, PREFIX, folder / library.name,
+                               parts=("framer", "fft", "host"))
+        try:
+            os.replace(folder, final)
+        except OSError:  # another process built the same library first
+            if not library.is_file():
+                raise
+    return library, final
+
+
+class CompiledStreamer:
+    """:class:`edgesep.runtime.stream.Streamer`'s interface on the C framer: ``hop`` samples
+    in, ``{source: hop samples}`` out (views on one buffer, valid until the next hop)."""
+
+    def __init__(self, manifest: Manifest, stepper: Stepper) -> None:
+        from edgesep.firmware_bridge.host import HostFramer
+
+        io = stepper.backend.io()
+        if io is None:
+            raise EdgesepError(f"--hop-loop c needs a backend that runs on its own buffers "
+                               f"(litert or tflite-runtime), not {stepper.backend.name}")
+        self.manifest = manifest
+        self.cfg = manifest.stft
+        self.hop = self.cfg.hop
+        self.sources = manifest.sources
+        self.stepper = stepper
+        library, folder = build_library(stepper, manifest)
+        self.framer = HostFramer(library, folder, PREFIX)
+        if (self.framer.hop, self.framer.output_delay) != (self.hop,
+                                                           self.cfg.output_delay_samples):
+            raise EdgesepError("internal: the C framer's contract differs from the manifest")
+        hop_ns = round(1e9 * self.hop / self.cfg.sample_rate)
+        self.latency = LatencyStats(deadline_ns=hop_ns, audio_ns_per_call=hop_ns)
+        self.model_latency = LatencyStats(deadline_ns=hop_ns, audio_ns_per_call=hop_ns)
+        raw_invoke = io.invoke
+        add_model_ns = self.model_latency.add
+        clock = time.perf_counter_ns
+
+        def invoke() -> None:
+            t = clock()
+            raw_invoke()
+            add_model_ns(clock() - t)
+
+        self.framer.bind_buffers([io.inputs[t["name"]] for t in self.framer.inputs],
+                                 [io.outputs[t["name"]] for t in self.framer.outputs], invoke)
+        self._views = dict(zip(self.sources, self.framer.output, strict=True))
+        self._nonfinite_before_reset = 0
+
+    @property
+    def output_delay_samples(self) -> int:
+        return self.cfg.output_delay_samples
+
+    @property
+    def nonfinite_samples(self) -> int:
+        """NaN/inf input samples replaced by 0, over every stream (as the Python streamer)."""
+        return self._nonfinite_before_reset + self.framer.nonfinite_samples
+
+    def reset(self) -> None:
+        """Start a new stream: input, overlap-add and model states back to zero."""
+        self._nonfinite_before_reset += self.framer.nonfinite_samples
+        self.framer.reset()
+
+    def process_chunk(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter_ns()
+        self.framer.process(chunk, copy=False)
+        self.latency.add(time.perf_counter_ns() - t0)
+        return self._views

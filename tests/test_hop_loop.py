@@ -1,0 +1,131 @@
+"""``--hop-loop c``: the firmware bridge's C framer compiled here, around ai-edge-litert. It
+gives the Python streamer's output (float rounding for float models; for int8 ones the same
+separation quality on real speech in noise), counts NaN/inf input like it, is built once per
+model and compiler, and without gcc it is one ``Error:`` line. Runtime only: the packaged
+models, no TensorFlow."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from edgesep import pretrained
+from edgesep.cli import cli
+from edgesep.metrics import si_sdr
+from edgesep.runtime.stream import open_streamer, separate_file
+
+#: The packaged models (both framings: 8 ms hop / 32 ms latency, 4 ms hop / 8 ms latency).
+MODELS = ("speech-edge", "speech-hearing")
+#: float32 models: the C framer's float32 FFT against numpy's, nothing else.
+FLOAT_TOLERANCE = 1e-5
+#: int8 models: SI-SDR of the speech estimate, C loop against Python loop.
+SI_SDR_TOLERANCE_DB = 0.05
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hop_loop_cache(tmp_path_factory):
+    """One library cache for this module, not the user's."""
+    folder = tmp_path_factory.mktemp("hop-loop-cache")
+    before = os.environ.get("EDGESEP_HOP_LOOP_CACHE")
+    os.environ["EDGESEP_HOP_LOOP_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        del os.environ["EDGESEP_HOP_LOOP_CACHE"]
+    else:
+        os.environ["EDGESEP_HOP_LOOP_CACHE"] = before
+
+
+@pytest.fixture(scope="module")
+def clips(data_root):
+    from edgesep.data import load_clips
+
+    return load_clips(f"mixtures:{data_root}", "val", limit=4)
+
+
+@pytest.fixture(scope="module")
+def clip(clips):
+    return clips[0]
+
+
+def _both(name: str, precision: str, audio: np.ndarray):
+    folder = pretrained.folder(name)
+    python = separate_file(open_streamer(folder, precision), audio)
+    compiled = separate_file(open_streamer(folder, precision, hop_loop="c"), audio)
+    return python, compiled
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_float32_c_loop_equals_the_python_streamer(name, clip):
+    python, compiled = _both(name, "float32", clip.mixture)
+    worst = max(float(np.max(np.abs(python[s] - compiled[s]))) for s in python)
+    assert worst <= FLOAT_TOLERANCE
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_int8_c_loop_separates_speech_as_well(name, clips):
+    gains = {"python": [], "c": []}
+    for clip in clips:
+        speech, before = clip.sources["vocals"], si_sdr(clip.sources["vocals"], clip.mixture)
+        for loop, out in zip(("python", "c"), _both(name, "int8", clip.mixture), strict=True):
+            gains[loop].append(si_sdr(speech, out["vocals"]) - before)
+    assert np.mean(gains["python"]) > 1.0  # the model does separate these clips
+    assert np.mean(gains["c"]) == pytest.approx(np.mean(gains["python"]),
+                                                abs=SI_SDR_TOLERANCE_DB)
+
+
+def test_nonfinite_input_is_zeroed_and_counted(clip):
+    streamer = open_streamer(pretrained.folder("speech-hearing"), hop_loop="c")
+    hop = streamer.hop
+    audio = clip.mixture[: 20 * hop].copy()
+    audio[3 * hop + 5] = np.nan
+    audio[7 * hop: 7 * hop + 2] = np.inf
+    out = separate_file(streamer, audio)
+    assert all(np.isfinite(y).all() for y in out.values())
+    assert streamer.nonfinite_samples == 3
+    separate_file(streamer, audio)  # counted over streams, as the Python streamer does
+    assert streamer.nonfinite_samples == 6
+
+
+def test_a_library_is_built_once_per_model(hop_loop_cache):
+    first = open_streamer(pretrained.folder("speech-hearing"), "int8", hop_loop="c")
+    library = Path(first.framer._lib._name)
+    stamp = library.stat().st_mtime_ns
+    again = open_streamer(pretrained.folder("speech-hearing"), "int8", hop_loop="c")
+    assert Path(again.framer._lib._name) == library and library.stat().st_mtime_ns == stamp
+    other = open_streamer(pretrained.folder("speech-hearing"), "float32", hop_loop="c")
+    assert Path(other.framer._lib._name).parent != library.parent  # its own quantisation
+    assert library.parent.parent == hop_loop_cache
+    assert not list(hop_loop_cache.glob(".build-*"))  # no half-built folder left
+
+
+def test_cli_stream_with_the_c_loop(tmp_path, clip):
+    sf.write(tmp_path / "noisy.wav", clip.mixture, 16000)
+    for loop in ("python", "c"):
+        res = CliRunner().invoke(cli, ["stream", "pretrained:speech-hearing",
+                                       str(tmp_path / "noisy.wav"), "-o", str(tmp_path / loop),
+                                       "--hop-loop", loop])
+        assert res.exit_code == 0, res.output
+        assert f"{loop} hop loop" in res.output
+    python, compiled = (sf.read(tmp_path / loop / "noisy" / "vocals.wav")[0]
+                        for loop in ("python", "c"))
+    assert python.shape == compiled.shape == clip.mixture.shape
+    assert si_sdr(python, compiled) > 30.0
+
+
+def test_without_gcc_it_is_one_error_line(tmp_path, clip, monkeypatch):
+    sf.write(tmp_path / "noisy.wav", clip.mixture[:16000], 16000)
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    res = CliRunner().invoke(cli, ["stream", "pretrained:speech-hearing",
+                                   str(tmp_path / "noisy.wav"), "-o", str(tmp_path / "out"),
+                                   "--hop-loop", "c"])
+    assert res.exit_code == 2, res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("Error: ")]
+    assert len(errors) == 1 and "gcc" in errors[0] and "--hop-loop python" in errors[0]
+    assert "Traceback" not in res.output
