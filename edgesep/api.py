@@ -39,9 +39,10 @@ class Separator:
     """
 
     def __init__(self, streamer: Streamer, export_dir: str | os.PathLike, precision: str | None,
-                 backend: str, threads: int) -> None:
+                 backend: str, threads: int, hop_loop: str = "python") -> None:
         self._streamer = streamer
         self._args = (export_dir, precision, backend, threads)
+        self._hop_loop = hop_loop
         self.sources: tuple[str, ...] = tuple(streamer.sources)
         self.sample_rate = int(streamer.cfg.sample_rate)
         self.hop = int(streamer.hop)
@@ -49,24 +50,28 @@ class Separator:
 
     @classmethod
     def from_export(cls, export_dir: str | os.PathLike, precision: str | None = None,
-                    backend: str = "litert", threads: int = 1) -> Separator:
+                    backend: str = "litert", threads: int = 1,
+                    hop_loop: str = "python") -> Separator:
         """Load and check an export folder (``manifest.json`` and its model files).
 
         ``precision``: ``int8``, ``float32``, ... (default: int8 when exported, else float32);
-        ``backend``: ``litert``, ``onnxruntime``, ``tflite-runtime`` or ``keras``.
+        ``backend``: ``litert``, ``onnxruntime``, ``tflite-runtime`` or ``keras``;
+        ``hop_loop``: ``python`` or ``c`` (the C framer, built with gcc:
+        :mod:`edgesep.runtime.hop_loop`).
         """
-        streamer = open_streamer(export_dir, precision, backend, threads)
-        return cls(streamer, export_dir, precision, backend, threads)
+        streamer = open_streamer(export_dir, precision, backend, threads, hop_loop=hop_loop)
+        return cls(streamer, export_dir, precision, backend, threads, hop_loop)
 
     @classmethod
     def from_pretrained(cls, name: str, precision: str | None = None,
-                        backend: str = "litert", threads: int = 1) -> Separator:
+                        backend: str = "litert", threads: int = 1,
+                        hop_loop: str = "python") -> Separator:
         """A model packaged with edgesep (``edgesep pretrained list``), e.g. ``"speech-edge"``;
         its files are checked against the folder's SHA256SUMS first. No network is used.
         Arguments as :meth:`from_export`."""
         from edgesep.pretrained import folder
 
-        return cls.from_export(folder(name), precision, backend, threads)
+        return cls.from_export(folder(name), precision, backend, threads, hop_loop)
 
     @property
     def precision(self) -> str:
@@ -109,7 +114,7 @@ class Separator:
 
     def stream(self) -> SeparatorStream:
         """A new frame-by-frame stream with its own model state (see :class:`SeparatorStream`)."""
-        return SeparatorStream(open_streamer(*self._args))
+        return SeparatorStream(open_streamer(*self._args, hop_loop=self._hop_loop))
 
     def __repr__(self) -> str:
         return (f"Separator({self._args[0]!r}, precision={self.precision!r}, "

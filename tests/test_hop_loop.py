@@ -129,3 +129,18 @@ def test_without_gcc_it_is_one_error_line(tmp_path, clip, monkeypatch):
     errors = [ln for ln in res.output.splitlines() if ln.startswith("Error: ")]
     assert len(errors) == 1 and "gcc" in errors[0] and "--hop-loop python" in errors[0]
     assert "Traceback" not in res.output
+
+
+def test_the_python_api_streams_with_it(clip):
+    from edgesep import Separator
+
+    sep = Separator.from_pretrained("speech-hearing", hop_loop="c")
+    stream = sep.stream()
+    first = stream.process(clip.mixture[: stream.hop])
+    second = stream.process(clip.mixture[stream.hop: 2 * stream.hop])
+    assert not np.shares_memory(first["vocals"], second["vocals"])  # each hop its own arrays
+    tail = stream.flush()
+    assert tail["vocals"].shape == (stream.delay,)
+    python = Separator.from_pretrained("speech-hearing").separate(clip.mixture, 16000)
+    compiled = sep.separate(clip.mixture, 16000)
+    assert si_sdr(python["vocals"], compiled["vocals"]) > 30.0

@@ -149,11 +149,6 @@ class HostFramer:
             raise EdgesepError(f"{self.prefix}_framer_init failed")
 
     @property
-    def output(self) -> np.ndarray:
-        """The buffer ``process(chunk, copy=False)`` fills: ``[shape=(nb_sources, hop)]``."""
-        return self._out
-
-    @property
     def nonfinite_samples(self) -> int:
         """NaN/inf input samples replaced by 0 since the reset (needs ``PREFIX_host.c``)."""
         count = getattr(self._lib, f"{self.prefix}_host_nonfinite_samples")
@@ -181,10 +176,9 @@ class HostFramer:
     def reset(self) -> None:
         self._reset(self._state)
 
-    def process(self, chunk: np.ndarray, copy: bool = True) -> np.ndarray:
+    def process(self, chunk: np.ndarray) -> np.ndarray:
         """``hop`` float32 samples -> ``[shape=(nb_sources, hop)]`` (delayed by the output
-        delay), as the device computes them; ``copy=False``: the framer's output buffer,
-        overwritten by the next hop."""
+        delay), as the device computes them."""
         if self._model is None:
             raise EdgesepError("bind a model first")
         chunk = np.ascontiguousarray(chunk, dtype=np.float32)
@@ -196,7 +190,7 @@ class HostFramer:
             raise error
         if status != 0:
             raise EdgesepError(f"{self.prefix}_framer_process returned {status}")
-        return self._out.copy() if copy else self._out
+        return self._out.copy()
 
     def separate(self, audio: np.ndarray, sources: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Stream ``audio`` from a reset framer and return ``{source: audio}`` aligned with the

@@ -94,7 +94,7 @@ def build_library(stepper: Stepper, manifest: Manifest) -> tuple[Path, Path]:
 
 class CompiledStreamer:
     """:class:`edgesep.runtime.stream.Streamer`'s interface on the C framer: ``hop`` samples
-    in, ``{source: hop samples}`` out (views on one buffer, valid until the next hop)."""
+    in, ``{source: hop samples}`` out (new arrays, as the Python streamer's)."""
 
     def __init__(self, manifest: Manifest, stepper: Stepper) -> None:
         from edgesep.firmware_bridge.host import HostFramer
@@ -127,7 +127,6 @@ class CompiledStreamer:
 
         self.framer.bind_buffers([io.inputs[t["name"]] for t in self.framer.inputs],
                                  [io.outputs[t["name"]] for t in self.framer.outputs], invoke)
-        self._views = dict(zip(self.sources, self.framer.output, strict=True))
         self._nonfinite_before_reset = 0
 
     @property
@@ -146,6 +145,6 @@ class CompiledStreamer:
 
     def process_chunk(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
         t0 = time.perf_counter_ns()
-        self.framer.process(chunk, copy=False)
+        out = self.framer.process(chunk)
         self.latency.add(time.perf_counter_ns() - t0)
-        return self._views
+        return dict(zip(self.sources, out, strict=True))
