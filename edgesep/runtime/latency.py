@@ -10,6 +10,7 @@ import numpy as np
 _FIRST_US = 0.1  # lower edge of the first histogram bin, µs
 _GROWTH = 1.01
 _NB_BINS = 2400  # 0.1 µs .. ~2.3e9 µs
+_PER_LOG_GROWTH = 1.0 / math.log(_GROWTH)
 
 
 class LatencyStats:
@@ -22,7 +23,7 @@ class LatencyStats:
     def __init__(self, deadline_ns: int | None = None, audio_ns_per_call: int | None = None):
         self.deadline_ns = deadline_ns
         self.audio_ns_per_call = audio_ns_per_call
-        self._hist = np.zeros(_NB_BINS, dtype=np.int64)
+        self._hist = [0] * _NB_BINS  # a list: add() runs every hop, a numpy item costs more
         self.reset()
 
     def reset(self) -> None:
@@ -32,7 +33,7 @@ class LatencyStats:
         self.min_ns = 0
         self.max_ns = 0
         self.deadline_misses = 0
-        self._hist[:] = 0
+        self._hist[:] = [0] * _NB_BINS
 
     def add(self, ns: int) -> None:
         """Record one duration in nanoseconds."""
@@ -46,7 +47,7 @@ class LatencyStats:
         if self.deadline_ns is not None and ns > self.deadline_ns:
             self.deadline_misses += 1
         us = ns / 1000.0
-        idx = 0 if us <= _FIRST_US else int(math.log(us / _FIRST_US) / math.log(_GROWTH)) + 1
+        idx = 0 if us <= _FIRST_US else int(math.log(us / _FIRST_US) * _PER_LOG_GROWTH) + 1
         self._hist[min(idx, _NB_BINS - 1)] += 1
 
     @property
@@ -65,7 +66,7 @@ class LatencyStats:
         if not self.count:
             return 0.0
         rank = max(1, math.ceil(q / 100.0 * self.count))
-        idx = int(np.searchsorted(np.cumsum(self._hist), rank))
+        idx = int(np.searchsorted(np.cumsum(self._hist), rank))  # list -> array here
         edge = _FIRST_US * _GROWTH**idx
         return float(min(max(edge, self.min_ns / 1000.0), self.max_ns / 1000.0))
 
@@ -76,7 +77,7 @@ class LatencyStats:
         nonzero = np.flatnonzero(self._hist)
         lower = [0.0 if i == 0 else _FIRST_US * _GROWTH ** (i - 1) for i in nonzero]
         return {"lower_us": [round(v, 4) for v in lower],
-                "counts": [int(c) for c in self._hist[nonzero]], "growth": _GROWTH}
+                "counts": [int(self._hist[i]) for i in nonzero], "growth": _GROWTH}
 
     @property
     def real_time_factor(self) -> float:
