@@ -9,12 +9,15 @@ Needs ``edgesep target setup --counter``. For each of ``rpi4`` (Cortex-A72) and 
 - parity: the export's int8 streamer on the first ``--clips`` clips of the ``mixtures:``
   validation split, here (x86) and on the target: hops whose raw int8 masks differ, the largest
   mask difference (LSB) and the largest difference of the separated audio;
-- instructions per hop of the whole streaming hop (STFT, features, model, masks, inverse STFT)
-  and of DTLN quantized's whole hop (numpy FFTs and its two TFLite models, ``dtln_runner.py``),
+- instructions per hop of the whole streaming hop (STFT, features, model, masks, inverse STFT),
+  with the numpy hop loop and with the C one (``--hop-loop c``: the framer cross-compiled here
+  with ``aarch64-linux-gnu-gcc``, Debian's ``gcc-aarch64-linux-gnu``), and of DTLN quantized's
+  whole hop (numpy FFTs and its two TFLite models, ``dtln_runner.py``),
   counted by qemu's libinsn plugin: two runs of 20 and 220 hops, the difference per extra hop
   (start-up cancels). Noise-free up to the interpreter's own variation (about 2 % here);
+- ratios to DTLN per second of audio (DTLN's hop is 8 ms; an export's may be shorter);
 - the per-hop time those counts imply at the board's clock and an assumed IPC of 1 (an
-  estimate: ``edgesep.targets.IPC_SOURCE``), as a share of the 8 ms hop.
+  estimate: ``edgesep.targets.IPC_SOURCE``), as a share of the hop.
 
 Writes ``benchmarks/results/targets.{md,json}``.
 """
@@ -35,6 +38,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 HOPS = (20, 220)
+DTLN_HOP_US = 8000.0  # dtln_runner: 128-sample shift at 16 kHz
 
 
 def dtln_hops(folder: str, nb_hops: int) -> None:
@@ -108,16 +112,26 @@ def main() -> None:
         profile = TARGETS[name]
         print(f"{name}: parity on {len(clips)} clips", file=sys.stderr)
         par = parity(profile, args.export, args.precision, clips)
-        print(f"{name}: counting instructions (edgesep, DTLN quantized)", file=sys.stderr)
+        print(f"{name}: counting instructions (edgesep numpy and C hop loops, DTLN quantized)",
+              file=sys.stderr)
         ours = instructions_per_hop(profile, args.export, args.precision, "litert",
                                     clips[0].mixture, HOPS)
+        ours_c = instructions_per_hop(profile, args.export, args.precision, "litert",
+                                      clips[0].mixture, HOPS, hop_loop="c")
         peer = count_dtln(profile, args.dtln)
+        per_second = DTLN_HOP_US / hop_us  # our hops per DTLN hop
         rows[name] = {
             "cpu": profile.cpu, "parity": par,
             "edgesep_instructions_per_hop": ours["instructions_per_hop"],
+            "edgesep_c_loop_instructions_per_hop": ours_c["instructions_per_hop"],
             "dtln_quantized_instructions_per_hop": peer["instructions_per_hop"],
-            "ratio_to_dtln": ours["instructions_per_hop"] / peer["instructions_per_hop"],
+            "ratio_to_dtln_per_second": (per_second * ours["instructions_per_hop"]
+                                         / peer["instructions_per_hop"]),
+            "c_loop_ratio_to_dtln_per_second": (per_second * ours_c["instructions_per_hop"]
+                                                / peer["instructions_per_hop"]),
             "edgesep_estimated_us": profile.estimate_us(ours["instructions_per_hop"]),
+            "edgesep_c_loop_estimated_us": profile.estimate_us(
+                ours_c["instructions_per_hop"]),
             "dtln_estimated_us": profile.estimate_us(peer["instructions_per_hop"]),
             "clock_ghz": profile.clock_ghz, "ipc": profile.ipc,
         }
@@ -130,17 +144,23 @@ def main() -> None:
           "validation clips of speech in noise, x86 vs the emulated core; instructions per "
           f"whole hop counted by qemu's libinsn plugin ({HOPS[1]} - {HOPS[0]} hops); "
           f"estimated µs = instructions / (IPC x clock), {IPC_SOURCE}.", "",
+          f"Hop: {hop_us / 1000:g} ms (DTLN: {DTLN_HOP_US / 1000:g} ms); ratios are per second "
+          "of audio.", "",
           "| target | parity: hops differing / max mask LSB / max audio diff | edgesep "
-          "instr./hop | DTLN quantized instr./hop | ratio | edgesep est. µs (share of hop) "
-          "| DTLN est. µs |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+          "instr./hop, numpy / C hop loop | DTLN quantized instr./hop | x DTLN per s, numpy / C "
+          "| edgesep est. µs, numpy / C (share of hop) | DTLN est. µs |",
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in rows.items():
         p = r["parity"]
+        us, us_c = r["edgesep_estimated_us"], r["edgesep_c_loop_estimated_us"]
         md.append(f"| {name} ({r['cpu']}) | {p['frames_differing']} of {p['frames']} / "
                   f"{p['max_mask_difference']:g} / {p['max_audio_difference']:.1e} | "
-                  f"{r['edgesep_instructions_per_hop']:,.0f} | "
+                  f"{r['edgesep_instructions_per_hop']:,.0f} / "
+                  f"{r['edgesep_c_loop_instructions_per_hop']:,.0f} | "
                   f"{r['dtln_quantized_instructions_per_hop']:,.0f} | "
-                  f"{r['ratio_to_dtln']:.2f}x | {r['edgesep_estimated_us']:.0f} "
-                  f"({r['edgesep_estimated_us'] / hop_us:.0%}) | {r['dtln_estimated_us']:.0f} |")
+                  f"{r['ratio_to_dtln_per_second']:.2f}x / "
+                  f"{r['c_loop_ratio_to_dtln_per_second']:.2f}x | {us:.0f} / {us_c:.0f} "
+                  f"({us / hop_us:.0%} / {us_c / hop_us:.0%}) | {r['dtln_estimated_us']:.0f} |")
     text = "\n".join(md) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

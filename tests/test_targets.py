@@ -132,6 +132,29 @@ def test_rpi4_counts_more_time_per_hop_than_rpi5(emulator, tiny_export, data_spe
     assert us["rpi4"] > us["rpi5"]
 
 
+@pytest.mark.slow
+def test_the_c_hop_loop_runs_on_the_emulated_a76(emulator, data_root):
+    """The framer cross-compiled for aarch64 streams in the emulated Python with LiteRT's
+    aarch64 kernels, in fewer instructions per hop than the numpy loop there."""
+    import shutil
+
+    from edgesep import pretrained
+    from edgesep.data import load_clips
+    from edgesep.targets.emulator import CROSS_GCC, instructions_per_hop
+
+    if shutil.which(CROSS_GCC) is None:
+        message = f"{CROSS_GCC} not installed (apt-get install gcc-aarch64-linux-gnu)"
+        if os.environ.get("EDGESEP_REQUIRE_TARGETS") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    export = pretrained.folder("speech-hearing")
+    clip = load_clips(f"mixtures:{data_root}", "val", limit=1)[0]
+    counts = {loop: instructions_per_hop(profile("rpi5"), export, "int8", "litert",
+                                         clip.mixture, hops=(10, 60), hop_loop=loop)
+              ["instructions_per_hop"] for loop in ("python", "c")}
+    assert 1e4 < counts["c"] < counts["python"], counts
+
+
 def test_setup_refuses_a_second_concurrent_setup(tmp_path, monkeypatch):
     import fcntl
 

@@ -47,14 +47,16 @@ def _run(cmd: list[str], what: str) -> str:
 
 
 def host_library(folder: Path, prefix: str, out: Path, sanitize: str | None = None,
-                 extra: tuple[str, ...] = (), parts: tuple[str, ...] = FIRMWARE_PARTS) -> Path:
-    """Build the folder's C ``parts`` as a host shared library (for ctypes); ``sanitize`` e.g.
-    ``"undefined"`` adds ``-fsanitize=...``."""
-    cmd = ["gcc", *STRICT_CFLAGS, "-O2", "-fPIC", "-shared", *extra]
+                 extra: tuple[str, ...] = (), parts: tuple[str, ...] = FIRMWARE_PARTS,
+                 compiler: str = "gcc") -> Path:
+    """Build the folder's C ``parts`` as a shared library (for ctypes) with ``compiler`` (the
+    host gcc, or a Linux cross gcc); ``sanitize`` e.g. ``"undefined"`` adds
+    ``-fsanitize=...``."""
+    cmd = [compiler, *STRICT_CFLAGS, "-O2", "-fPIC", "-shared", *extra]
     if sanitize:
         cmd += [f"-fsanitize={sanitize}", "-fno-sanitize-recover=all", "-g"]
     cmd += [str(p) for p in c_sources(folder, prefix, parts)] + ["-lm", "-o", str(out)]
-    _run(cmd, "gcc (host library)")
+    _run(cmd, f"{compiler} (shared library)")
     return out
 
 

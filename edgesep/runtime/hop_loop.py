@@ -46,36 +46,44 @@ def cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "edgesep" / "hop-loop"
 
 
-def _compiler_version() -> str:
-    if shutil.which("gcc") is None:
-        raise EdgesepError(f"--hop-loop c compiles the C framer and needs gcc on the PATH "
-                           f"({GCC_INSTALL}); --hop-loop python needs none")
-    done = subprocess.run(["gcc", "-dumpfullversion", "-dumpmachine"], capture_output=True,
+def _compiler_version(compiler: str) -> str:
+    if shutil.which(compiler) is None:
+        raise EdgesepError(f"--hop-loop c compiles the C framer and needs {compiler} on the "
+                           f"PATH ({GCC_INSTALL}); --hop-loop python needs none")
+    done = subprocess.run([compiler, "-dumpfullversion", "-dumpmachine"], capture_output=True,
                           text=True, timeout=60)
     return done.stdout.strip()
 
 
-def build_library(stepper: Stepper, manifest: Manifest) -> tuple[Path, Path]:
-    """The C framer for ``stepper``'s artefact: ``(library, source folder)``, from the cache
-    or compiled now."""
-    from edgesep.firmware_bridge import emit, toolchain
+def host_sources(manifest: Manifest, precision: str | None = None) -> dict[str, str]:
+    """The C of the framer around ``manifest``'s TFLite artefact for ``precision`` (its
+    contract header carries that artefact's tensors and quantisation)."""
+    from edgesep.firmware_bridge import emit
     from edgesep.firmware_bridge.tflite_model import read_tflite
 
-    artefact = stepper.artefact
+    artefact = manifest.artefact(precision, "tflite")
     if artefact.format != "tflite":
         raise EdgesepError(f"--hop-loop c runs TFLite artefacts; {artefact.key} is "
                            f"{artefact.format}")
     model = read_artefact(artefact)
     spec = emit.firmware_spec(PREFIX, manifest, artefact, model,
                               read_tflite(model, str(artefact.path)), arena_measured=None)
-    files = emit.host_files(spec)
+    return emit.host_files(spec)
+
+
+def build_library(files: dict[str, str], compiler: str = "gcc") -> Path:
+    """The shared library of :func:`host_sources`' ``files``, from the cache or compiled now
+    (``compiler``: ``gcc``, or a cross compiler such as ``aarch64-linux-gnu-gcc``). The
+    sources lie beside it."""
+    from edgesep.firmware_bridge import toolchain
+
     flags = [*toolchain.STRICT_CFLAGS, "-O2", "-fPIC", "-shared"]
-    digest = hashlib.sha256(repr((_compiler_version(), flags, sorted(files.items())))
-                            .encode()).hexdigest()[:24]
+    digest = hashlib.sha256(repr((compiler, _compiler_version(compiler), flags,
+                                  sorted(files.items()))).encode()).hexdigest()[:24]
     final = cache_dir() / digest
     library = final / f"lib{PREFIX}.so"
     if library.is_file():
-        return library, final
+        return library
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=".build-") as tmp:
         folder = Path(tmp) / "src"
@@ -83,20 +91,23 @@ def build_library(stepper: Stepper, manifest: Manifest) -> tuple[Path, Path]:
         for name, text in files.items():
             (folder / name).write_text(text)
         toolchain.host_library(folder, PREFIX, folder / library.name,
-                               parts=("framer", "fft", "host"))
+                               parts=("framer", "fft", "host"), compiler=compiler)
         try:
             os.replace(folder, final)
         except OSError:  # another process built the same library first
             if not library.is_file():
                 raise
-    return library, final
+    return library
 
 
 class CompiledStreamer:
     """:class:`edgesep.runtime.stream.Streamer`'s interface on the C framer: ``hop`` samples
     in, ``{source: hop samples}`` out (new arrays, as the Python streamer's)."""
 
-    def __init__(self, manifest: Manifest, stepper: Stepper) -> None:
+    def __init__(self, manifest: Manifest, stepper: Stepper,
+                 library: Path | None = None) -> None:
+        """``library``: one :func:`build_library` made for this artefact elsewhere (a cross
+        build for an emulated target); by default built here with gcc."""
         from edgesep.firmware_bridge.host import HostFramer
 
         io = stepper.backend.io()
@@ -108,8 +119,9 @@ class CompiledStreamer:
         self.hop = self.cfg.hop
         self.sources = manifest.sources
         self.stepper = stepper
-        library, folder = build_library(stepper, manifest)
-        self.framer = HostFramer(library, folder, PREFIX)
+        if library is None:
+            library = build_library(host_sources(manifest, stepper.artefact.key))
+        self.framer = HostFramer(library, library.parent, PREFIX)
         if (self.framer.hop, self.framer.output_delay) != (self.hop,
                                                            self.cfg.output_delay_samples):
             raise EdgesepError("internal: the C framer's contract differs from the manifest")

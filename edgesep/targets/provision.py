@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -305,7 +306,8 @@ def _link_package(tools: Toolchain) -> None:
     if link.is_symlink() and link.resolve() == package:
         return
     tools.source.mkdir(parents=True, exist_ok=True)
-    tmp = tools.source / f".edgesep-{os.getpid()}"
+    # one name per thread: instructions_per_hop counts two runs in two threads at once
+    tmp = tools.source / f".edgesep-{os.getpid()}-{threading.get_ident()}"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(package)
     os.replace(tmp, link)

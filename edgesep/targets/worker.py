@@ -7,8 +7,10 @@ libraries of each ISA. Commands (files are ``.npz``, read without pickles):
 - ``separate EXPORT PRECISION BACKEND IN OUT``: ``IN`` holds ``clip_<i>`` mixtures; ``OUT``
   gets ``clip_<i>/<source>`` estimates and ``clip_<i>/masks``, the model's raw masks output of
   every hop (int8 values for an int8 model).
-- ``hops EXPORT PRECISION BACKEND IN NB_HOPS``: stream ``NB_HOPS`` hops of ``clip_0`` (looped)
-  and exit; run twice under the instruction counter, the difference is the cost of the hops.
+- ``hops EXPORT PRECISION BACKEND IN NB_HOPS [LIBRARY]``: stream ``NB_HOPS`` hops of
+  ``clip_0`` (looped) and exit; run twice under the instruction counter, the difference is the
+  cost of the hops. With ``LIBRARY`` (the C framer built for the target,
+  :func:`edgesep.runtime.hop_loop.build_library`), the C hop loop streams instead of numpy.
 """
 
 from __future__ import annotations
@@ -72,8 +74,19 @@ def read_clips(path: Path) -> list[np.ndarray]:
 
 
 def main(argv: list[str]) -> int:
-    command, export, precision, backend, inputs, last = argv
-    streamer = open_streamer(export, precision, backend)
+    command, export, precision, backend, inputs, last, *library = argv
+    if library and command == "hops":
+        from edgesep.contract import load_manifest
+        from edgesep.runtime.hop_loop import CompiledStreamer
+        from edgesep.runtime.stepper import open_stepper
+
+        manifest = load_manifest(export)
+        streamer = CompiledStreamer(manifest, open_stepper(manifest, precision, backend),
+                                    library=Path(library[0]))
+    elif library:
+        raise EdgesepError(f"worker {command}: a C framer library goes with hops only")
+    else:
+        streamer = open_streamer(export, precision, backend)
     clips = read_clips(Path(inputs))
     if command == "separate":
         arrays = {}
