@@ -144,3 +144,16 @@ def test_the_python_api_streams_with_it(clip):
     python = Separator.from_pretrained("speech-hearing").separate(clip.mixture, 16000)
     compiled = sep.separate(clip.mixture, 16000)
     assert si_sdr(python["vocals"], compiled["vocals"]) > 30.0
+
+
+def test_an_unwritable_cache_is_one_error_line(tmp_path, clip, monkeypatch):
+    sf.write(tmp_path / "noisy.wav", clip.mixture[:16000], 16000)
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("EDGESEP_HOP_LOOP_CACHE", str(blocked / "cache"))
+    res = CliRunner().invoke(cli, ["stream", "pretrained:speech-hearing",
+                                   str(tmp_path / "noisy.wav"), "-o", str(tmp_path / "out"),
+                                   "--hop-loop", "c"])
+    assert res.exit_code == 2, res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("Error: ")]
+    assert len(errors) == 1 and "EDGESEP_HOP_LOOP_CACHE" in errors[0], res.output

@@ -84,19 +84,23 @@ def build_library(files: dict[str, str], compiler: str = "gcc") -> Path:
     library = final / f"lib{PREFIX}.so"
     if library.is_file():
         return library
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=final.parent, prefix=".build-") as tmp:
-        folder = Path(tmp) / "src"
-        folder.mkdir()
-        for name, text in files.items():
-            (folder / name).write_text(text)
-        toolchain.host_library(folder, PREFIX, folder / library.name,
-                               parts=("framer", "fft", "host"), compiler=compiler)
-        try:
-            os.replace(folder, final)
-        except OSError:  # another process built the same library first
-            if not library.is_file():
-                raise
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=final.parent, prefix=".build-") as tmp:
+            folder = Path(tmp) / "src"
+            folder.mkdir()
+            for name, text in files.items():
+                (folder / name).write_text(text)
+            toolchain.host_library(folder, PREFIX, folder / library.name,
+                                   parts=("framer", "fft", "host"), compiler=compiler)
+            try:
+                os.replace(folder, final)
+            except OSError:  # another process built the same library first
+                if not library.is_file():
+                    raise
+    except OSError as exc:
+        raise EdgesepError(f"cannot build the C hop loop in {final.parent} ({exc.strerror}; "
+                           "EDGESEP_HOP_LOOP_CACHE names another folder)") from None
     return library
 
 
