@@ -207,7 +207,7 @@ def main() -> None:
 def format_table(report: dict) -> str:
     cg = "instructions_per_hop" in report["systems"][0]
     head = ["system", "latency ms", "params", "MACs/s", "model p50/p99 µs", "hop p50/p99 µs",
-            "CPU s per s", "x DTLN-q"] + (["instr/hop", "instr x DTLN-q"] if cg else [])
+            "CPU s per s", "x DTLN-q"] + (["instr/hop", "instr per s x DTLN-q"] if cg else [])
     lines = [f"`{report['command']}` on {report['machine']} ({report['cpus']} CPUs, load "
              f"{report['load_average'][0]:.2f}); clip {report['clip']}; medians of "
              f"{report['rounds']} interleaved rounds of {report['hops_per_round']} hops, one "

@@ -91,16 +91,43 @@ def test_nonfinite_input_is_zeroed_and_counted(clip):
     assert streamer.nonfinite_samples == 6
 
 
-def test_a_library_is_built_once_per_model(hop_loop_cache):
-    first = open_streamer(pretrained.folder("speech-hearing"), "int8", hop_loop="c")
-    library = Path(first.framer._lib._name)
-    stamp = library.stat().st_mtime_ns
-    again = open_streamer(pretrained.folder("speech-hearing"), "int8", hop_loop="c")
-    assert Path(again.framer._lib._name) == library and library.stat().st_mtime_ns == stamp
-    other = open_streamer(pretrained.folder("speech-hearing"), "float32", hop_loop="c")
-    assert Path(other.framer._lib._name).parent != library.parent  # its own quantisation
-    assert library.parent.parent == hop_loop_cache
-    assert not list(hop_loop_cache.glob(".build-*"))  # no half-built folder left
+def test_a_library_is_built_once_per_model(tmp_path, monkeypatch):
+    from edgesep.firmware_bridge import toolchain
+
+    monkeypatch.setenv("EDGESEP_HOP_LOOP_CACHE", str(tmp_path))
+    builds = []
+    real = toolchain.host_library
+    monkeypatch.setattr(toolchain, "host_library",
+                        lambda *a, **k: builds.append(a) or real(*a, **k))
+    folder = pretrained.folder("speech-hearing")
+    first = open_streamer(folder, "int8", hop_loop="c")
+    again = open_streamer(folder, "int8", hop_loop="c")
+    assert len(builds) == 1
+    assert Path(again.framer._lib._name) == Path(first.framer._lib._name)
+    other = open_streamer(folder, "float32", hop_loop="c")  # its own quantisation: its own C
+    assert len(builds) == 2
+    assert Path(other.framer._lib._name).parent != Path(first.framer._lib._name).parent
+    assert not list(tmp_path.glob(".build-*"))  # no temporary folder left
+
+
+def test_a_failing_invoke_comes_back_as_its_exception():
+    from edgesep.errors import EdgesepError
+
+    streamer = open_streamer(pretrained.folder("speech-hearing"), hop_loop="c")
+    framer, io = streamer.framer, streamer.stepper.backend.io()
+    ins = [io.inputs[t["name"]] for t in framer.inputs]
+    outs = [io.outputs[t["name"]] for t in framer.outputs]
+
+    def broken() -> None:
+        raise RuntimeError("the interpreter failed")
+
+    framer.bind_buffers(ins, outs, broken)
+    with pytest.raises(RuntimeError, match="the interpreter failed"):
+        framer.process(np.zeros(framer.hop, np.float32))
+    with pytest.raises(EdgesepError, match="does not match"):
+        framer.bind_buffers([np.zeros(3, ins[0].dtype), *ins[1:]], outs, broken)
+    with pytest.raises(EdgesepError, match="model inputs"):
+        framer.bind_buffers(ins[:-1], outs, broken)
 
 
 def test_cli_stream_with_the_c_loop(tmp_path, clip):

@@ -5,6 +5,7 @@ TensorFlow. A fresh venv with only that extra runs ``stream``, ``bench``, ``vali
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -50,8 +51,9 @@ def runtime_venv(tmp_path_factory) -> Path:
 
 
 def _edgesep(env_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EDGESEP_HOP_LOOP_CACHE": str(cwd / "hop-loop-cache")}
     return subprocess.run([str(env_dir / "bin" / "edgesep"), *args], capture_output=True,
-                          text=True, timeout=900, cwd=cwd)
+                          text=True, timeout=900, cwd=cwd, env=env)
 
 
 @pytest.mark.slow

@@ -133,7 +133,7 @@ def test_rpi4_counts_more_time_per_hop_than_rpi5(emulator, tiny_export, data_spe
 
 
 @pytest.mark.slow
-def test_the_c_hop_loop_runs_on_the_emulated_a76(emulator, data_root):
+def test_the_c_hop_loop_runs_on_the_emulated_a76(emulator, data_root, tmp_path, monkeypatch):
     """The framer cross-compiled for aarch64 streams in the emulated Python with LiteRT's
     aarch64 kernels, in fewer instructions per hop than the numpy loop there."""
     import shutil
@@ -147,6 +147,7 @@ def test_the_c_hop_loop_runs_on_the_emulated_a76(emulator, data_root):
         if os.environ.get("EDGESEP_REQUIRE_TARGETS") == "1":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
+    monkeypatch.setenv("EDGESEP_HOP_LOOP_CACHE", str(tmp_path))  # not the user's cache
     export = pretrained.folder("speech-hearing")
     clip = load_clips(f"mixtures:{data_root}", "val", limit=1)[0]
     counts = {loop: instructions_per_hop(profile("rpi5"), export, "int8", "litert",

@@ -345,8 +345,9 @@ def contract_header(spec: FirmwareSpec) -> str:
         f"{quant(s.input)}, {quant(s.output)}, {int(s.requantise)}}}"
         for s in spec.states) or "    {\"\", 0, 0, 0u, 0u, 0u, 0, 0.0f, 0, 0.0f, 0, 0}"
     ops = spec.tflite.ops
-    op_lines = "\n".join(f" *   {op:28s} {spec.tflite.op_counts[op]:4d} nodes  "
-                         f"(MicroMutableOpResolver::{MICRO_OPS[op]})" for op in ops)
+    op_lines = "\n".join(f" *   {op:28s} {spec.tflite.op_counts[op]:4d} nodes  " + (
+        f"(MicroMutableOpResolver::{MICRO_OPS[op]})" if op in MICRO_OPS else "(not in TFLM)")
+        for op in ops)  # a host build (the C hop loop) never checks the ops against TFLM
     sources = ", ".join(c_string(s) for s in man.sources)
     frame_q = frame.spec.quantised
     masks_q = masks.spec.quantised

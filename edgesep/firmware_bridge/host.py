@@ -73,6 +73,7 @@ class HostFramer:
         self._model: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None
         self._error: BaseException | None = None
         self._init = init
+        self._host_model: tuple | None = None  # bind_buffers: what the C step points at
         self._callback = MODEL_FN(self._call_model)  # kept alive with the framer
         if init(self._state, self._callback, None) != 0:
             raise EdgesepError(f"{prefix}_framer_init failed")
@@ -95,6 +96,10 @@ class HostFramer:
 
     def bind(self, model: Callable[[list[np.ndarray]], list[np.ndarray]]) -> None:
         """``model(inputs) -> outputs``: raw tensors in the contract's (the model's) order."""
+        if self._host_model is not None:  # bound to buffers before: back to the Python step
+            if self._init(self._state, self._callback, None) != 0:
+                raise EdgesepError(f"{self.prefix}_framer_init failed")
+            self._host_model = None
         self._model = model
 
     def bind_backend(self, backend) -> None:
@@ -143,7 +148,7 @@ class HostFramer:
         model.outputs[:] = [a.ctypes.data for a in outputs]
         model.invoke = INVOKE_FN(call_invoke)
         self._host_model = (model, inputs, outputs)  # kept alive with the framer
-        self._model = invoke
+        self._model = lambda arrays: []  # process() needs a bound model; C steps this one
         if self._init(self._state, MODEL_FN(ctypes.cast(step, ctypes.c_void_p).value),
                       ctypes.addressof(model)) != 0:
             raise EdgesepError(f"{self.prefix}_framer_init failed")

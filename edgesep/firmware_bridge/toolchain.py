@@ -16,6 +16,8 @@ from edgesep.errors import EdgesepError
 
 #: Warnings are errors, ISO C99 only.
 STRICT_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
+#: A shared library for ctypes (host or Linux cross builds).
+SHARED_FLAGS = ("-O2", "-fPIC", "-shared")
 #: A Cortex-M4 with its single-precision FPU (hard-float ABI), built for size.
 CORTEX_M4F_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard",
                     "-Os", "-ffunction-sections", "-fdata-sections")
@@ -52,7 +54,7 @@ def host_library(folder: Path, prefix: str, out: Path, sanitize: str | None = No
     """Build the folder's C ``parts`` as a shared library (for ctypes) with ``compiler`` (the
     host gcc, or a Linux cross gcc); ``sanitize`` e.g. ``"undefined"`` adds
     ``-fsanitize=...``."""
-    cmd = [compiler, *STRICT_CFLAGS, "-O2", "-fPIC", "-shared", *extra]
+    cmd = [compiler, *STRICT_CFLAGS, *SHARED_FLAGS, *extra]
     if sanitize:
         cmd += [f"-fsanitize={sanitize}", "-fno-sanitize-recover=all", "-g"]
     cmd += [str(p) for p in c_sources(folder, prefix, parts)] + ["-lm", "-o", str(out)]

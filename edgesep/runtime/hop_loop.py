@@ -13,13 +13,16 @@ the C FFT (float32) and numpy's (float64 inside) can round a feature to the neig
 quantisation step now and then, which the model's states carry on: the waveforms then differ
 by a little, not the separation quality (``tests/test_hop_loop.py`` bounds both).
 
-Libraries are cached by the SHA-256 of their sources and the compiler command, in
-``$EDGESEP_HOP_LOOP_CACHE`` (default ``~/.cache/edgesep/hop-loop``); a build is written in a
-temporary folder and renamed into place, so a crash leaves no half-built library behind.
+Libraries are cached by the SHA-256 of their sources, the compiler (its version and target
+machine) and the flags, in ``$EDGESEP_HOP_LOOP_CACHE`` (default ``~/.cache/edgesep/hop-loop``);
+a build is written in a temporary ``.build-*`` folder and renamed into place, so a crash never
+leaves a half-built library under a final name (a killed build may leave a ``.build-*``
+folder, never used). gcc is needed on a cache hit too: its identity is part of the key.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -37,8 +40,9 @@ from edgesep.runtime.stepper import Stepper
 
 #: Prefix of the generated C (its functions and macros).
 PREFIX = "hop"
-#: How a user gets the compiler on Debian/Ubuntu.
-GCC_INSTALL = "apt-get install -y gcc"
+#: How a user gets each compiler on Debian/Ubuntu.
+INSTALL = {"gcc": "apt-get install -y gcc",
+           "aarch64-linux-gnu-gcc": "apt-get install -y gcc-aarch64-linux-gnu"}
 
 
 def cache_dir() -> Path:
@@ -46,13 +50,25 @@ def cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "edgesep" / "hop-loop"
 
 
-def _compiler_version(compiler: str) -> str:
-    if shutil.which(compiler) is None:
+def compiler_identity(compiler: str) -> tuple[str, str]:
+    """``(version, target machine)`` of ``compiler``, part of a library's cache key (gcc stops
+    at its first ``-dump`` option, hence two calls); an error naming the install when missing."""
+    path = shutil.which(compiler)
+    if path is None:
         raise EdgesepError(f"--hop-loop c compiles the C framer and needs {compiler} on the "
-                           f"PATH ({GCC_INSTALL}); --hop-loop python needs none")
-    done = subprocess.run([compiler, "-dumpfullversion", "-dumpmachine"], capture_output=True,
-                          text=True, timeout=60)
-    return done.stdout.strip()
+                           f"PATH ({INSTALL.get(compiler, 'install it')}); --hop-loop python "
+                           "needs none")
+    return _identity(path)
+
+
+@functools.cache
+def _identity(path: str) -> tuple[str, str]:
+    try:
+        return tuple(subprocess.run([path, option], capture_output=True, text=True,
+                                    timeout=60).stdout.strip()
+                     for option in ("-dumpfullversion", "-dumpmachine"))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EdgesepError(f"{path} does not answer ({exc})") from None
 
 
 def host_sources(manifest: Manifest, precision: str | None = None) -> dict[str, str]:
@@ -77,8 +93,8 @@ def build_library(files: dict[str, str], compiler: str = "gcc") -> Path:
     sources lie beside it."""
     from edgesep.firmware_bridge import toolchain
 
-    flags = [*toolchain.STRICT_CFLAGS, "-O2", "-fPIC", "-shared"]
-    digest = hashlib.sha256(repr((compiler, _compiler_version(compiler), flags,
+    flags = [*toolchain.STRICT_CFLAGS, *toolchain.SHARED_FLAGS]
+    digest = hashlib.sha256(repr((compiler, compiler_identity(compiler), flags,
                                   sorted(files.items()))).encode()).hexdigest()[:24]
     final = cache_dir() / digest
     library = final / f"lib{PREFIX}.so"
@@ -125,7 +141,11 @@ class CompiledStreamer:
         self.stepper = stepper
         if library is None:
             library = build_library(host_sources(manifest, stepper.artefact.key))
-        self.framer = HostFramer(library, library.parent, PREFIX)
+        try:
+            self.framer = HostFramer(library, library.parent, PREFIX)
+        except OSError as exc:  # e.g. a cache on a noexec mount, or a file removed from it
+            raise EdgesepError(f"cannot load the C hop loop {library} ({exc}); "
+                               "EDGESEP_HOP_LOOP_CACHE names another cache folder") from None
         if (self.framer.hop, self.framer.output_delay) != (self.hop,
                                                            self.cfg.output_delay_samples):
             raise EdgesepError("internal: the C framer's contract differs from the manifest")

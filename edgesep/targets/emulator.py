@@ -81,21 +81,16 @@ def separate_on_target(profile: TargetProfile, export: str | Path, precision: st
     return results
 
 
-#: The cross compiler that builds the C hop loop for an emulated aarch64 target (Debian).
+#: The cross compiler that builds the C hop loop for an emulated aarch64 target (Debian's
+#: gcc-aarch64-linux-gnu).
 CROSS_GCC = "aarch64-linux-gnu-gcc"
-CROSS_GCC_INSTALL = "apt-get install -y gcc-aarch64-linux-gnu"
 
 
 def cross_library(export: str | Path, precision: str) -> Path:
     """The C hop loop's framer for ``export`` built with :data:`CROSS_GCC` (cached)."""
-    import shutil
-
     from edgesep.contract import load_manifest
     from edgesep.runtime.hop_loop import build_library, host_sources
 
-    if shutil.which(CROSS_GCC) is None:
-        raise EdgesepError(f"the C hop loop on an emulated target needs {CROSS_GCC} "
-                           f"({CROSS_GCC_INSTALL})")
     return build_library(host_sources(load_manifest(export), precision), CROSS_GCC)
 
 
@@ -105,6 +100,8 @@ def instructions_per_hop(profile: TargetProfile, export: str | Path, precision: 
     """Instructions the emulated core executes per streaming hop (DSP + model): two runs of
     ``hops`` hops, counted whole, and their difference per extra hop (start-up cancels).
     ``hop_loop="c"``: the C framer, cross-compiled here, instead of numpy."""
+    if hop_loop not in ("python", "c"):
+        raise EdgesepError(f"hop loop {hop_loop!r}: python or c")
     library = [str(cross_library(export, precision))] if hop_loop == "c" else []
     with tempfile.TemporaryDirectory(prefix="edgesep-target-") as tmp:
         inputs = Path(tmp) / "in.npz"

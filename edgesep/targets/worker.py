@@ -75,6 +75,8 @@ def read_clips(path: Path) -> list[np.ndarray]:
 
 def main(argv: list[str]) -> int:
     command, export, precision, backend, inputs, last, *library = argv
+    if len(library) > 1:
+        raise EdgesepError(f"worker: unexpected arguments {library[1:]}")
     if library and command == "hops":
         from edgesep.contract import load_manifest
         from edgesep.runtime.hop_loop import CompiledStreamer

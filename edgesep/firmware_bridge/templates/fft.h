@@ -30,7 +30,8 @@ extern "C" {
 /* Prepare a transform of @PREFIX@_N_FFT points; 0 on success. */
 int @prefix@_rfft_init(@prefix@_rfft *fft);
 
-/* Forward: buf[N] real samples (overwritten) -> out[N] packed spectrum. */
+/* Forward: buf[N] real samples (the portable transform only reads them; CMSIS-DSP's
+ * overwrites them) -> out[N] packed spectrum. */
 void @prefix@_rfft_forward(@prefix@_rfft *fft, float *buf, float *out);
 
 /* Inverse: buf[N] packed spectrum (overwritten) -> out[N] real samples. */
