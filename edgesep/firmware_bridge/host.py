@@ -148,7 +148,7 @@ class HostFramer:
         model.outputs[:] = [a.ctypes.data for a in outputs]
         model.invoke = INVOKE_FN(call_invoke)
         self._host_model = (model, inputs, outputs)  # kept alive with the framer
-        self._model = lambda arrays: []  # process() needs a bound model; C steps this one
+        self._model = None  # the C step runs the model now
         if self._init(self._state, MODEL_FN(ctypes.cast(step, ctypes.c_void_p).value),
                       ctypes.addressof(model)) != 0:
             raise EdgesepError(f"{self.prefix}_framer_init failed")
@@ -184,7 +184,7 @@ class HostFramer:
     def process(self, chunk: np.ndarray) -> np.ndarray:
         """``hop`` float32 samples -> ``[shape=(nb_sources, hop)]`` (delayed by the output
         delay), as the device computes them."""
-        if self._model is None:
+        if self._model is None and self._host_model is None:
             raise EdgesepError("bind a model first")
         chunk = np.ascontiguousarray(chunk, dtype=np.float32)
         if chunk.shape != (self.hop,):

@@ -6,7 +6,7 @@ quantiser, state feedback, masks, inverse FFT, overlap-add; C99, float32), built
 host ``gcc`` into a shared library and driven through ctypes. The model still runs in
 ai-edge-litert, on the interpreter's own buffers: one ctypes call per hop, and one callback
 into Python for ``Invoke``. The Python streamer (:mod:`edgesep.runtime.stream`) stays the
-reference; this path trades its numpy calls (about 55 per hop) for C.
+reference; this path trades its per-hop numpy calls for C.
 
 Its output equals the Python streamer's to float rounding for float models. For int8 models
 the C FFT (float32) and numpy's (float64 inside) can round a feature to the neighbouring

@@ -141,10 +141,12 @@ HOP_LOOPS = ("python", "c")
 
 def open_streamer(model_dir: str | Path, precision: str | None = None,
                   backend: str = "litert", threads: int = 1,
-                  run: str | Path | None = None, hop_loop: str = "python") -> Streamer:
+                  run: str | Path | None = None, hop_loop: str = "python",
+                  library: Path | None = None) -> Streamer:
     """Load and check ``model_dir``'s manifest and open ``backend`` on the chosen artefact
     (see :func:`edgesep.runtime.stepper.open_stepper`); ``hop_loop="c"``: the C framer
-    around it (:class:`edgesep.runtime.hop_loop.CompiledStreamer`, same interface)."""
+    around it (:class:`edgesep.runtime.hop_loop.CompiledStreamer`, same interface; ``library``:
+    one built elsewhere, e.g. cross-compiled for an emulated target)."""
     from edgesep.contract import load_manifest
     from edgesep.runtime.stepper import open_stepper
 
@@ -155,7 +157,7 @@ def open_streamer(model_dir: str | Path, precision: str | None = None,
     if hop_loop == "c":
         from edgesep.runtime.hop_loop import CompiledStreamer
 
-        return CompiledStreamer(manifest, stepper)
+        return CompiledStreamer(manifest, stepper, library)
     return Streamer(manifest, stepper)
 
 

@@ -100,8 +100,10 @@ def instructions_per_hop(profile: TargetProfile, export: str | Path, precision: 
     """Instructions the emulated core executes per streaming hop (DSP + model): two runs of
     ``hops`` hops, counted whole, and their difference per extra hop (start-up cancels).
     ``hop_loop="c"``: the C framer, cross-compiled here, instead of numpy."""
-    if hop_loop not in ("python", "c"):
-        raise EdgesepError(f"hop loop {hop_loop!r}: python or c")
+    from edgesep.runtime.stream import HOP_LOOPS
+
+    if hop_loop not in HOP_LOOPS:
+        raise EdgesepError(f"hop loop {hop_loop!r}: choose one of {', '.join(HOP_LOOPS)}")
     library = [str(cross_library(export, precision))] if hop_loop == "c" else []
     with tempfile.TemporaryDirectory(prefix="edgesep-target-") as tmp:
         inputs = Path(tmp) / "in.npz"

@@ -77,18 +77,10 @@ def main(argv: list[str]) -> int:
     command, export, precision, backend, inputs, last, *library = argv
     if len(library) > 1:
         raise EdgesepError(f"worker: unexpected arguments {library[1:]}")
-    if library and command == "hops":
-        from edgesep.contract import load_manifest
-        from edgesep.runtime.hop_loop import CompiledStreamer
-        from edgesep.runtime.stepper import open_stepper
-
-        manifest = load_manifest(export)
-        streamer = CompiledStreamer(manifest, open_stepper(manifest, precision, backend),
-                                    library=Path(library[0]))
-    elif library:
+    if library and command != "hops":
         raise EdgesepError(f"worker {command}: a C framer library goes with hops only")
-    else:
-        streamer = open_streamer(export, precision, backend)
+    streamer = open_streamer(export, precision, backend, hop_loop="c" if library else "python",
+                             library=Path(library[0]) if library else None)
     clips = read_clips(Path(inputs))
     if command == "separate":
         arrays = {}
