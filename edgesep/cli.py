@@ -471,6 +471,9 @@ def info(target: str, as_json: bool) -> None:
               help="With --prune: remove that fraction of every block's channels instead.")
 @click.option("--prune-steps", type=click.IntRange(min=0), default=100, show_default=True,
               help="Fine-tuning steps after pruning.")
+@click.option("--channel-multiple", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="With --structured: round kept channel counts to multiples of this "
+              "(int8 kernels work on tiles of 8 channels).")
 @click.option("--calib-data", default=None,
               help="Calibration/check data (synthetic, mir1k:PATH, mixtures:PATH). "
               "Default: the run's training data.")
@@ -479,7 +482,7 @@ def info(target: str, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing export directory.")
 @user_errors
 def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structured, prune_steps,
-           calib_data, calib_frames, force):
+           channel_multiple, calib_data, calib_frames, force):
     """Prune, quantise and export a trained run as streaming TFLite/ONNX models + manifest.
 
     Example: edgesep export runs/edge1 --int8 --onnx --out build/edge1
@@ -490,7 +493,8 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
 
     path = export_run(run_dir, out_dir, int8=int8, fp16=fp16, int16x8=int16x8, dynamic=dynamic,
                       onnx=onnx, prune=prune, structured=structured, calib_data=calib_data,
-                      calib_frames=calib_frames, force=force, prune_steps=prune_steps)
+                      calib_frames=calib_frames, force=force, prune_steps=prune_steps,
+                      channel_multiple=channel_multiple)
     click.echo(accuracy_table(load_manifest(path)))
     click.echo(f"wrote {path}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from conftest import tiny_config  # noqa: E402
 from edgesep.cli import cli  # noqa: E402
 from edgesep.config import save_config  # noqa: E402
 from edgesep.contract import load_manifest  # noqa: E402
+from edgesep.errors import EdgesepError  # noqa: E402
 
 #: max |mask - Keras mask| over the frames; integer ones in units of the mask's scale (LSB).
 #: int16x8 keeps int8 weights, so its error is the weights' (about int8's), not 64 int16 LSB.
@@ -162,12 +164,28 @@ def test_structured_pruning_shrinks_parameters_and_macs(tiny_run):
     from edgesep.runs import load_run
 
     model, cfg = load_run(tiny_run)
-    small, small_cfg, report = prune_structured(model, cfg, 0.5, steps=0)
+    small, small_cfg, report = prune_structured(model, cfg, 0.5, steps=0, channel_multiple=1)
     assert count_parameters(small) < 0.6 * count_parameters(model)
     assert count_macs(small_cfg) < 0.6 * count_macs(cfg)
     assert report.channels["after"]["channels"] == [2, 3, 4]
     x = np.random.default_rng(0).random((1, 8, cfg.nb_model_bins, 1)).astype(np.float32)
     assert np.all(np.isfinite(small(x)[-1]))
+
+
+def test_structured_pruning_rounds_channels_to_tiles():
+    """Kept channel counts land on multiples of 8 (int8 kernels' tiles), never above the
+    original; a fraction that removes nothing is one user error."""
+    from edgesep.config import load_config
+    from edgesep.export.prune import scaled_config
+
+    cfg = load_config("edge")  # channels 16/24/32
+    assert scaled_config(cfg, 0.3).model.channels == (8, 16, 24)
+    assert scaled_config(cfg, 0.3, channel_multiple=1).model.channels == (11, 17, 22)
+    assert scaled_config(cfg, 0.5).model.channels == (8, 16, 16)
+    small = replace(cfg, model=replace(cfg.model, channels=(4, 6, 8)))
+    assert scaled_config(small, 0.5).model.channels == (2, 3, 8)
+    with pytest.raises(EdgesepError, match="removes no channel"):
+        scaled_config(cfg, 0.1)
 
 
 def test_export_refuses_existing_out_dir(tmp_path):

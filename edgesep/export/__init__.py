@@ -45,6 +45,7 @@ def export_run(
     calib_frames: int = 2000,
     force: bool = False,
     prune_steps: int = 100,
+    channel_multiple: int = 8,
     eval_clips: int = 3,
     eval_frames: int = 250,
     progress: bool = True,
@@ -54,7 +55,8 @@ def export_run(
     float32 TFLite is always written; ``fp16``, ``dynamic``, ``int8``, ``int16x8`` add those
     TFLite precisions, ``onnx`` a float32 ONNX model.
     ``prune`` is a fraction: magnitude pruning of the separable kernels, or with ``structured``
-    that fraction of every block's channels removed; both fine-tune ``prune_steps`` steps.
+    that fraction of every block's channels removed (counts rounded to multiples of
+    ``channel_multiple``); both fine-tune ``prune_steps`` steps.
     Calibration and the accuracy check use ``calib_data`` (a ``load_clips`` spec; default the
     run's training data): ``calib_frames`` train frames, ``eval_clips`` val clips.
     """
@@ -108,7 +110,8 @@ def export_run(
                 fine_tune = pr.default_fine_tune(cfg, data, teacher=model)
                 if structured:
                     model, cfg, report = pr.prune_structured(model, cfg, prune, fine_tune,
-                                                             prune_steps)
+                                                             prune_steps,
+                                                             channel_multiple=channel_multiple)
                 else:
                     model, report = pr.prune_magnitude(model, cfg, prune, fine_tune, prune_steps)
                 stream = build_streaming_model(model, cfg)

@@ -12,16 +12,19 @@ the compressed file (TFLite's sparse format gave no speed-up here, see DESIGN.md
 
 **Structured pruning** (:func:`prune_structured`) removes whole output channels: every channel
 count of the ``[model]`` section (``channels`` per level and ``aspp_channels``) is scaled by
-``1 - fraction``, a model of the smaller config is built, and each of its layers receives the
-kept slice of the trained layer of the same name. Which channels a block keeps is ranked by the
-L1 norm of its last kernel's output channels (the pointwise kernel of a separable block); blocks
-whose outputs are summed (``Add``: the chained stack inputs, ``coupling = "add"``) rank their
-channels jointly, so the sum keeps matching channels. Input channels of each kernel follow the
-kept channels of whatever produces them, traced through the graph the config describes
-(:func:`edgesep.models.cost.trace`: layer names, inputs, channels; concatenations map to the
-kept channels of each part at its offset). The copy is exact for the kept channels, so the
-smaller model starts close to the trained one; it is then fine-tuned ``steps`` steps (the
-removed channels' contributions are gone and BatchNorm statistics shift).
+``1 - fraction`` and rounded to a multiple of ``channel_multiple`` (8 by default: XNNPACK's
+int8 kernels work on channel tiles of 8 and 16, so 22 channels cost as much as 24 and a pruned
+model whose counts fall between tiles barely runs faster), a model of the smaller config is
+built, and each of its layers receives the kept slice of the trained layer of the same name.
+Which channels a block keeps is ranked by the L1 norm of its last kernel's output channels (the
+pointwise kernel of a separable block); blocks whose outputs are summed (``Add``: the chained
+stack inputs, ``coupling = "add"``) rank their channels jointly, so the sum keeps matching
+channels. Input channels of each kernel follow the kept channels of whatever produces them,
+traced through the graph the config describes (:func:`edgesep.models.cost.trace`: layer names,
+inputs, channels; concatenations map to the kept channels of each part at its offset). The copy
+is exact for the kept channels, so the smaller model starts close to the trained one; it is
+then fine-tuned ``steps`` steps (the removed channels' contributions are gone and BatchNorm
+statistics shift).
 """
 
 from __future__ import annotations
@@ -166,15 +169,33 @@ def prune_magnitude(model, cfg, sparsity: float, fine_tune: FineTune | None = No
 # ------------------------------------------------------------------------------- structured
 
 
-def scaled_config(cfg, fraction: float):
-    """``cfg`` with every channel count scaled by ``1 - fraction`` (at least 1)."""
+#: Kept channel counts are rounded to a multiple of this (see the module docstring).
+CHANNEL_MULTIPLE = 8
+
+
+def _kept(count: int, keep: float, multiple: int) -> int:
+    """``count * keep`` rounded to a multiple of ``multiple`` (at least one multiple, never more
+    than ``count``); a count under one multiple is rounded to a whole channel (at least 1)."""
+    if count < multiple:
+        return max(1, round(count * keep))
+    return min(count, max(multiple, multiple * round(count * keep / multiple)))
+
+
+def scaled_config(cfg, fraction: float, channel_multiple: int = CHANNEL_MULTIPLE):
+    """``cfg`` with every channel count scaled by ``1 - fraction`` (see :func:`_kept`)."""
     mc = cfg.model
     keep = 1.0 - fraction
     model = replace(
         mc,
-        channels=tuple(max(1, round(c * keep)) for c in mc.channels),
-        aspp_channels=max(1, round(mc.aspp_channels * keep)) if mc.aspp_channels else 0,
+        channels=tuple(_kept(c, keep, channel_multiple) for c in mc.channels),
+        aspp_channels=(_kept(mc.aspp_channels, keep, channel_multiple)
+                       if mc.aspp_channels else 0),
     )
+    if model == mc:
+        raise EdgesepError(
+            f"--prune {fraction:g} --structured removes no channel of {list(mc.channels)} when "
+            f"counts are rounded to multiples of {channel_multiple}: take a larger fraction or "
+            "a smaller --channel-multiple")
     return replace(cfg, model=model)
 
 
@@ -291,7 +312,8 @@ def copy_kept_weights(old, new, cfg, new_cfg) -> None:
 
 
 def prune_structured(model, cfg, fraction: float, fine_tune: FineTune | None = None,
-                     steps: int = 100, data: str = "synthetic"):
+                     steps: int = 100, data: str = "synthetic",
+                     channel_multiple: int = CHANNEL_MULTIPLE):
     """Remove ``fraction`` of every block's channels (see the module docstring).
 
     Returns ``(smaller model, smaller Config, PruneReport)``.
@@ -300,7 +322,7 @@ def prune_structured(model, cfg, fraction: float, fine_tune: FineTune | None = N
 
     if not 0.0 < fraction < 1.0:
         raise EdgesepError(f"--prune takes a fraction in (0, 1), got {fraction}")
-    new_cfg = scaled_config(cfg, fraction)
+    new_cfg = scaled_config(cfg, fraction, channel_multiple)
     small = build_model(new_cfg)
     copy_kept_weights(model, small, cfg, new_cfg)
     if steps > 0:
@@ -312,7 +334,8 @@ def prune_structured(model, cfg, fraction: float, fine_tune: FineTune | None = N
         channels={"before": {"channels": list(before.channels),
                              "aspp_channels": before.aspp_channels},
                   "after": {"channels": list(after.channels),
-                            "aspp_channels": after.aspp_channels}},
+                            "aspp_channels": after.aspp_channels},
+                  "multiple": int(channel_multiple)},
         steps=int(steps),
     )
     return small, new_cfg, report
