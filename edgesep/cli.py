@@ -527,6 +527,7 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
               help="Gate accuracy and streaming only (e.g. for a target this machine is not).")
 @PRECISION_OPTION
 @BACKEND_OPTION
+@HOP_LOOP_OPTION
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write a JSON report.")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
               help="Write a JUnit XML report (one test case per check).")
@@ -534,8 +535,8 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
               help="Write a Markdown report.")
 @user_errors
 def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p99_ms, target,
-             parity_lsb, hop_budget, no_latency, precision, backend, json_path, junit_path,
-             md_path):
+             parity_lsb, hop_budget, no_latency, precision, backend, hop_loop, json_path,
+             junit_path, md_path):
     """Gate an export on accuracy drop and latency: exit 0 pass, 1 regression, 2 usage error,
     3 internal error.
 
@@ -562,7 +563,7 @@ def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p
     report = gate.validate(export_dir, reference, clips, target=target, precision=precision,
                            backend=backend, max_sdr_drop=max_sdr_drop, max_p99_ms=max_p99_ms,
                            hop_budget=hop_budget, latency=not no_latency,
-                           parity_lsb=parity_lsb,
+                           parity_lsb=parity_lsb, hop_loop=hop_loop,
                            progress=lambda msg: click.echo(f"validate: {msg}", err=True))
     click.echo(gate.markdown(report))
     if json_path:

@@ -11,6 +11,13 @@ aarch64 kernels, :mod:`edgesep.targets.emulator`): its accuracy is scored on its
 a parity gate compares them with this machine's (int8 masks bit-exact, audio within
 ``PARITY_TOLERANCE``), and its latency is estimated from the instructions counted per hop on
 its ISA (:meth:`edgesep.targets.TargetProfile.estimate_us`), never from this machine's timing.
+
+``hop_loop="c"`` validates what ships with ``--hop-loop c``: the latency is that of the C hop
+loop (timed, or counted on an emulated target with the framer cross-compiled), and on this
+machine the accuracy is scored on its output. The streaming-equals-offline gate stays on the
+numpy streamer, which is the model's frame contract: the C loop's float32 FFT can round an int8
+feature to the neighbouring step, so its output may differ from the offline reference by more
+than float rounding while scoring the same (``tests/test_hop_loop.py``).
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ class ValidationReport:
     machine: str = field(default_factory=platform.platform)
     emulated: bool = False  # the target's outputs came from qemu-user on this machine
     parity: dict = field(default_factory=dict)
+    hop_loop: str = "python"  # the DSP around the model: numpy, or the C framer
 
     @property
     def passed(self) -> bool:
@@ -94,10 +102,11 @@ def _finite(value):
 
 
 def export_separator(
-    manifest: Manifest, precision: str | None, backend: str = "litert", threads: int = 1
+    manifest: Manifest, precision: str | None, backend: str = "litert", threads: int = 1,
+    hop_loop: str = "python",
 ) -> tuple[Streamer, Callable[[np.ndarray], dict[str, np.ndarray]]]:
     """A streamer on the exported model and a separator that streams whole clips through it."""
-    streamer = open_streamer(manifest.directory, precision, backend, threads)
+    streamer = open_streamer(manifest.directory, precision, backend, threads, hop_loop=hop_loop)
     return streamer, lambda mixture: separate_file(streamer, mixture)
 
 
@@ -146,6 +155,7 @@ def validate(
     latency: bool = True,
     progress: Callable[[str], None] | None = None,
     parity_lsb: int = 0,
+    hop_loop: str = "python",
 ) -> ValidationReport:
     """Score the export against the reference on ``clips`` and time it; see the module doc.
 
@@ -154,7 +164,7 @@ def validate(
     Latency is timed only on the target itself (:func:`edgesep.targets.check_here`);
     ``latency=False`` gates accuracy only. An ARM target that is not this machine runs
     emulated (see the module doc); ``parity_lsb`` is the largest int8 mask difference allowed
-    between it and this machine.
+    between it and this machine. ``hop_loop``: see the module doc.
     """
     profile = targets.profile(target)
     if not clips:
@@ -182,10 +192,14 @@ def validate(
     if wrong:
         raise EdgesepError(f"data is {', '.join(map(str, wrong))} Hz, the model expects {rate} Hz")
     streamer, exported = export_separator(manifest, precision, backend)
+    if hop_loop != "python" and not emulated:
+        shipped, exported = export_separator(manifest, precision, backend, hop_loop=hop_loop)
+    else:
+        shipped = streamer  # an emulated target's C loop is only counted (see the module doc)
     separate_reference = reference_separator(reference, rate, backend)
     report = ValidationReport(
         export=str(export_dir), reference=str(reference), target=profile,
-        precision=streamer.stepper.artefact.key, backend=backend,
+        precision=streamer.stepper.artefact.key, backend=backend, hop_loop=hop_loop,
     )
     say(f"separating {len(clips)} clips with the reference")
     ev_ref = evaluate_separator(clips, separate_reference, method="reference")
@@ -193,7 +207,8 @@ def validate(
         report.emulated = True
         ev_exp = _emulated_accuracy(report, streamer, clips, parity_lsb, say)
     else:
-        say(f"separating {len(clips)} clips with the export ({report.precision}, {backend})")
+        say(f"separating {len(clips)} clips with the export ({report.precision}, {backend}, "
+            f"{hop_loop} hop loop)")
         ev_exp = evaluate_separator(clips, exported, method=report.precision)
     report.scores = {"reference": ev_ref.scores, "export": ev_exp.scores}
     if ev_exp.speech is not None:  # speech data: per-clip SI-SDR(i), PESQ-WB, STOI, ESTOI
@@ -207,8 +222,8 @@ def validate(
         say(f"latency: counting instructions per hop on emulated {profile.cpu}")
         _estimated_latency_checks(report, streamer, profile, clips[0].mixture)
     elif latency:
-        say(f"latency: {LATENCY_ROUNDS} rounds of {LATENCY_HOPS} hops")
-        _latency_checks(report, streamer, profile, max_p99_ms, clips[0].mixture)
+        say(f"latency: {LATENCY_ROUNDS} rounds of {LATENCY_HOPS} hops ({hop_loop} hop loop)")
+        _latency_checks(report, shipped, profile, max_p99_ms, clips[0].mixture)
     else:
         report.latency = {"measured": False, "why": "--no-latency: accuracy gates only"}
     return report
@@ -283,7 +298,7 @@ def _estimated_latency_checks(report, streamer: Streamer, profile: TargetProfile
     from edgesep.targets.emulator import instructions_per_hop
 
     counted = instructions_per_hop(profile, report.export, report.precision, report.backend,
-                                   audio)
+                                   audio, hop_loop=report.hop_loop)
     per_hop_us = profile.estimate_us(counted["instructions_per_hop"])
     hop_ms = 1000.0 * streamer.hop / streamer.cfg.sample_rate
     budget = hop_ms * profile.hop_budget
@@ -294,7 +309,8 @@ def _estimated_latency_checks(report, streamer: Streamer, profile: TargetProfile
     report.checks.append(Check(
         f"hop_budget_estimate[{profile.name}]", per_hop_us / 1000.0 <= budget,
         round(per_hop_us / 1000.0, 4), budget, "ms",
-        f"{counted['instructions_per_hop']:,.0f} instructions per hop (DSP + model, mean); "
+        f"{counted['instructions_per_hop']:,.0f} instructions per hop (DSP + model, "
+        f"{report.hop_loop} hop loop, mean); "
         f"{method}; budget {profile.hop_budget:.0%} of the {hop_ms:g} ms hop"))
 
 
@@ -407,7 +423,7 @@ def run_method(report: ValidationReport) -> str:
         how = "timed on the target"
     else:
         how = lat.get("why", "not measured")
-    return f"outputs {where}; latency {how}."
+    return f"outputs {where}; {report.hop_loop} hop loop; latency {how}."
 
 
 def write_markdown(report: ValidationReport, path: str | Path) -> None:

@@ -6,6 +6,7 @@ models, no TensorFlow."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -184,3 +185,18 @@ def test_an_unwritable_cache_is_one_error_line(tmp_path, clip, monkeypatch):
     assert res.exit_code == 2, res.output
     errors = [ln for ln in res.output.splitlines() if ln.startswith("Error: ")]
     assert len(errors) == 1 and "EDGESEP_HOP_LOOP_CACHE" in errors[0], res.output
+
+
+def test_validate_gates_the_c_loop(tmp_path):
+    """``validate --hop-loop c`` scores and times the C loop; the streaming gate stays on the
+    model's contract (the numpy streamer)."""
+    res = CliRunner().invoke(cli, [
+        "validate", "pretrained:speech-hearing", "--reference", "pretrained:speech-hearing",
+        "--precision", "int8", "--hop-loop", "c", "--limit", "2", "--hop-budget", "10",
+        "--json", str(tmp_path / "report.json")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["hop_loop"] == "c" and report["latency"]["measured"]
+    assert {c["name"] for c in report["checks"]} >= {
+        "sdr_drop[vocals]", "streaming_equals_offline", "p99_hop_budget[desktop]"}
+    assert "c hop loop" in res.output
