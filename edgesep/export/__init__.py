@@ -107,7 +107,7 @@ def export_run(
                 from edgesep.export import prune as pr
 
                 params_before, macs_before = count_parameters(model), count_macs(cfg)
-                fine_tune = pr.default_fine_tune(cfg, data, teacher=model)
+                fine_tune = pr.default_fine_tune(cfg, data, teacher=model, progress=progress)
                 if structured:
                     model, cfg, report = pr.prune_structured(model, cfg, prune, fine_tune,
                                                              prune_steps,

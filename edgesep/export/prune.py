@@ -87,11 +87,12 @@ def kernel_sparsity(model) -> tuple[dict, dict]:
 
 def default_fine_tune(cfg, data: str = "synthetic", *, batch_size: int = 8, seed: int = 0,
                       learning_rate: float | None = None, teacher=None,
-                      distill_weight: float = 1.0) -> FineTune:
+                      distill_weight: float = 1.0, progress: bool = False) -> FineTune:
     """A :data:`FineTune` on ``data``'s train clips with the training loss of
     :mod:`edgesep.train` (masked L1 on every stack's masks, or the last one's without
     ``intermediate_supervision``), float32, Adam: :func:`edgesep.train.make_train_step`, with
-    ``teacher`` (the unpruned model) distilling its masks into the pruned one."""
+    ``teacher`` (the unpruned model) distilling its masks into the pruned one; ``progress``
+    shows the steps (:func:`edgesep.console.progress`)."""
     from edgesep.data import load_clips
     from edgesep.train import SpectrogramSet, make_train_step
 
@@ -103,6 +104,9 @@ def default_fine_tune(cfg, data: str = "synthetic", *, batch_size: int = 8, seed
         import tensorflow as tf
         import tf_keras as keras
 
+        from edgesep.console import progress as progress_bar
+
+        bar = progress_bar(steps, "prune: fine-tune", "step", enabled=progress)
         train_step = make_train_step(model, keras.optimizers.Adam(lr), cfg, teacher=teacher,
                                      distill_weight=distill_weight)
 
@@ -115,8 +119,10 @@ def default_fine_tune(cfg, data: str = "synthetic", *, batch_size: int = 8, seed
             for cb in callbacks:
                 cb.on_train_batch_begin(step)
             train_step(*(tf.constant(b, tf.float32) for b in batch))
+            bar.update(1)
             for cb in callbacks:
                 cb.on_train_batch_end(step)
+        bar.close()
         for cb in callbacks:
             cb.on_epoch_end(0)
             cb.on_train_end()
