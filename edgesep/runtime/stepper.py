@@ -158,9 +158,10 @@ class Stepper:
         else:
             raw_masks = self._step_with_dicts(features)
         values = dequantise(raw_masks, self._masks, out=self._mask_values)
-        np.nan_to_num(values, copy=False, nan=0.0)
-        masks = np.maximum(values, np.float32(0.0))  # np.clip(values, 0, 1), a new array
-        np.minimum(masks, np.float32(1.0), out=masks)
+        # clip to [0, 1] with NaN -> 0 (fmax/fmin skip NaN): a new array, one call each, where
+        # np.nan_to_num is ten Python-level calls
+        masks = np.fmax(values, np.float32(0.0))
+        np.fmin(masks, np.float32(1.0), out=masks)
         return masks.reshape(self.nb_model_bins, self.nb_sources)
 
     def _step_in_place(self, features: np.ndarray) -> np.ndarray:
