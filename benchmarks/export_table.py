@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep exports already in --scratch")
     parser.add_argument("--prune-steps", type=int, default=60, help="fine-tuning steps")
     parser.add_argument("--calib-frames", type=int, default=2000)
+    parser.add_argument("--channel-multiple", type=int, default=8,
+                        help="structured pruning rounds kept channels to multiples of this")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("--count", type=int, default=1000, help="timed hops per round")
     parser.add_argument("--warmup", type=int, default=100)
@@ -107,7 +109,8 @@ def main() -> None:
         "run": str(run), "data": args.data, "split": "val", "machine": machine(),
         "run_metrics": run_metrics(run), "reference": reference, "aims": AIMS,
         "settings": {k: getattr(args, k) for k in ("clips", "prune_steps", "calib_frames",
-                                                     "rounds", "count", "warmup")},
+                                                     "channel_multiple", "rounds", "count",
+                                                     "warmup")},
         "exports": {k: str(v) for k, v in exports.items()},
         "pruning": {k: manifest(exports[k]).get("pruning") for k in exports if k != "base"},
         "failed": {k: manifest(v).get("failed", {}) for k, v in exports.items()},
@@ -136,7 +139,8 @@ def export_all(run: Path, scratch: Path, args) -> dict[str, Path]:
                 name = pending.pop(0)
                 cmd = [sys.executable, __file__, str(run), "--only", name, "--export-only",
                        "--data", args.data, "--scratch", str(scratch), "--prune-steps",
-                       str(args.prune_steps), "--calib-frames", str(args.calib_frames)]
+                       str(args.prune_steps), "--calib-frames", str(args.calib_frames),
+                       "--channel-multiple", str(args.channel_multiple)]
                 running.append((name, subprocess.Popen(cmd)))
             name, proc = running.pop(0)
             if proc.wait() != 0:
@@ -153,7 +157,7 @@ def export_all(run: Path, scratch: Path, args) -> dict[str, Path]:
             print(f"[export] {name} -> {out}", file=sys.stderr)
             export_run(run, out, calib_data=args.data, calib_frames=args.calib_frames,
                        prune_steps=args.prune_steps, eval_clips=2, force=True,
-                       **VARIANTS[name])
+                       channel_multiple=args.channel_multiple, **VARIANTS[name])
             print(f"[export] {name}: {time.time() - t0:.0f} s", file=sys.stderr)
         exports[name] = out
     return exports
