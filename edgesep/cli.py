@@ -593,10 +593,14 @@ def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p
 @click.option("--steps", type=click.IntRange(min=0), default=None,
               help="Training steps (default: a few minutes on two CPU cores; with --init 0: "
               "the model as packaged).")
-@click.option("--prune", type=click.FloatRange(0.05, 0.95), default=0.5, show_default=True,
-              help="Fraction of channels removed in the pruned export.")
+@click.option("--prune", type=click.FloatRange(0.05, 0.95), default=0.3, show_default=True,
+              help="Fraction of channels removed in the pruned export (kept counts rounded to "
+              "multiples of 8).")
+@click.option("--prune-steps", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Fine-tuning steps of the pruned export, distilled from the unpruned model "
+              "(the recorded speech-edge prune took 1000).")
 @user_errors
-def pipeline(out_dir, data_spec, config_name, init, steps, prune):
+def pipeline(out_dir, data_spec, config_name, init, steps, prune, prune_steps):
     """The whole chain: data, train, prune/quantize/export, streaming check, validate, report.
 
     Re-running skips stages whose outputs are intact and resumes an interrupted training.
@@ -607,7 +611,7 @@ def pipeline(out_dir, data_spec, config_name, init, steps, prune):
     from edgesep.pipeline import Pipeline
 
     report = Pipeline(out_dir, data=data_spec, config=config_name, steps=steps,
-                      prune=prune, init=init).run()
+                      prune=prune, prune_steps=prune_steps, init=init).run()
     click.echo(f"report: {report} (and {report.with_suffix('.md')})")
 
 

@@ -54,9 +54,10 @@ class Pipeline:
         data: str | None = None,
         config: str | Path | None = None,
         steps: int | None = None,
-        prune: float = 0.5,
+        prune: float = 0.3,
         progress: bool = True,
         init: str | None = None,
+        prune_steps: int = 50,
     ) -> None:
         self.out = Path(out_dir)
         self.init = init
@@ -72,7 +73,7 @@ class Pipeline:
         self.data = data
         self.config_name = config
         self.steps = steps
-        self.prune = prune
+        self.prune, self.prune_steps = prune, prune_steps
         self.progress = progress
         self.run_dir = self.out / "run"
         self.export_dir = self.out / "export"
@@ -188,7 +189,8 @@ class Pipeline:
             inputs=self.init_record,
         )
         self.results["export"] = self.stage(
-            "export", self._export, [self.export_dir, self.pruned_dir]
+            "export", self._export, [self.export_dir, self.pruned_dir],
+            inputs={"prune": self.prune, "prune_steps": self.prune_steps},
         )
         self.results["stream_check"] = self.stage(
             "stream_check", self._stream_check, [self.out / "checks" / "streaming.json"]
@@ -249,7 +251,7 @@ class Pipeline:
                   "progress": self.progress}
         export_run(self.run_dir, self.export_dir, int8=True, onnx=True, **common)
         export_run(self.run_dir, self.pruned_dir, int8=True, prune=self.prune, structured=True,
-                   prune_steps=50, **common)
+                   prune_steps=self.prune_steps, **common)
         return {"exports": [str(self.export_dir), str(self.pruned_dir)]}
 
     def _stream_check(self) -> dict:
