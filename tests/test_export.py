@@ -188,6 +188,15 @@ def test_structured_pruning_rounds_channels_to_tiles():
         scaled_config(cfg, 0.1)
 
 
+@pytest.mark.slow
+def test_a_prune_that_removes_nothing_is_one_error_line(tiny_run, tmp_path):
+    result = CliRunner().invoke(cli, ["export", str(tiny_run), "--out", str(tmp_path / "out"),
+                                      "--prune", "0.05", "--structured"])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "removes no channel" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_refuses_existing_out_dir(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "run").mkdir()

@@ -82,6 +82,10 @@ def export_run(
         raise EdgesepError("--structured needs --prune FRACTION")
     check_writable_dir(out_dir, "export folder")
     model, cfg = load_run(run_dir)
+    if structured:  # a fraction that removes no channel is refused before any work
+        from edgesep.export.prune import scaled_config
+
+        scaled_config(cfg, prune, channel_multiple)
     data = calib_data or cfg.train.data
     precisions = ["float32"] + [p for p, on in (("float16", fp16), ("dynamic", dynamic),
                                                 ("int8", int8), ("int16x8", int16x8)) if on]
