@@ -74,15 +74,19 @@ def score(args, out: Path) -> None:
         format_tables,
     )
     from edgesep.inference import keras_separator
-    from edgesep.models import count_macs, count_parameters
+    from edgesep.models import count_parameters
+    from edgesep.models.info import model_info
     from edgesep.runs import load_run
 
     evaluations, rows, clips = [], {}, None
     for name in args.configs:
         model, cfg = load_run(out / name)
-        if clips is None:  # one clip list for every row (every config here is 16 kHz)
+        if clips is None:  # one clip list for every row
             clips = load_clips(args.data, "val", sample_rate=cfg.stft.sample_rate,
                                limit=args.limit, seed=cfg.train.seed)
+        elif cfg.stft.sample_rate != clips[0].sample_rate:
+            sys.exit(f"{name} runs at {cfg.stft.sample_rate} Hz, {args.configs[0]} at "
+                     f"{clips[0].sample_rate} Hz: compare configs of one rate")
         metrics = json.loads((out / name / "metrics.json").read_text())
         model_ev = evaluate_separator(clips, keras_separator(model, cfg), method=name)
         ceiling = evaluate_oracle(clips, "irm", cfg.stft)
@@ -91,7 +95,7 @@ def score(args, out: Path) -> None:
         rows[name] = {
             "algorithmic_latency_ms": cfg.stft.latency_ms,
             "parameters": count_parameters(model),
-            "macs_per_second": count_macs(cfg) * cfg.stft.sample_rate // cfg.stft.hop,
+            "macs_per_second": model_info(cfg)["macs_per_second"],
             "steps": metrics["steps"],
             "steps_per_second": metrics["steps_per_second"],
             "best_val_loss": metrics["best_val_loss"],

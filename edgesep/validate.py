@@ -182,7 +182,7 @@ def validate(
         if max_p99_ms is not None:
             raise EdgesepError(f"--max-p99-ms needs a timing on the board; emulated {profile.name} "
                                "gives an estimated mean per hop (gated on its hop budget)")
-        _check_emulation(profile, latency)
+        _check_emulation(profile, latency, hop_loop)
     if parity_lsb < 0:
         raise EdgesepError(f"--parity-lsb must be >= 0, got {parity_lsb}")
     say = progress or (lambda message: None)
@@ -239,8 +239,9 @@ def _accuracy_checks(report, ev_ref: Evaluation, ev_exp: Evaluation, max_drop: f
         ))
 
 
-def _check_emulation(profile: TargetProfile, latency: bool) -> None:
-    """Refuse, before any work, a target this machine can neither be nor emulate."""
+def _check_emulation(profile: TargetProfile, latency: bool, hop_loop: str) -> None:
+    """Refuse, before any work, a target this machine can neither be nor emulate (nor, with
+    the C hop loop, cross-compile for)."""
     from edgesep.targets.provision import toolchain
 
     if not profile.emulated:
@@ -250,6 +251,11 @@ def _check_emulation(profile: TargetProfile, latency: bool) -> None:
         raise EdgesepError(f"target {profile.name} is emulated here and its latency is estimated "
                            "from counted instructions: run `edgesep target setup --counter`, or "
                            "pass --no-latency to gate accuracy and parity only")
+    if latency and hop_loop == "c":
+        from edgesep.runtime.hop_loop import compiler_identity
+        from edgesep.targets.emulator import CROSS_GCC
+
+        compiler_identity(CROSS_GCC)  # an Error: line naming the install when it is missing
 
 
 def _emulated_accuracy(report, streamer: Streamer, clips: list[Clip], parity_lsb: int,
