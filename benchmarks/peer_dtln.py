@@ -20,7 +20,10 @@ column is the like-for-like part).
 ``--callgrind`` adds a noise-free count: instructions per whole hop under
 ``valgrind --tool=callgrind``, from two runs of different hop counts (their difference divided by
 the difference of hops, so start-up cancels out). Instructions, not time: repeatable whatever
-else the machine is doing.
+else the machine is doing. The same profiles split off the model's share: the inclusive
+instructions of the interpreter's ``tflite::Subgraph::Invoke`` (DTLN: both models), set against
+DTLN quantized's whole hop per second of audio. That column says how far the model alone is from
+a goal, whatever the DSP and glue around it cost.
 
 DTLN (Westhausen & Meyer 2020, MIT) is framed as its README says (``dtln_runner.py``, shared
 with ``speech_peer.py``): 16 kHz, 512-sample block, 128 shift. It is measured, never shipped.
@@ -117,9 +120,11 @@ for i in range(hops):
 
 
 def callgrind_per_hop(kind: str, where: Path, precision: str, hop_loop: str = "python",
-                      hops=(50, 250)) -> float:
-    """Instructions per whole hop: (I(n2) - I(n1)) / (n2 - n1) under callgrind."""
-    totals = []
+                      hops=(50, 250)) -> tuple[float, float]:
+    """Instructions per whole hop and per hop inside the model(s): (I(n2) - I(n1)) / (n2 - n1)
+    under callgrind, the model's share being the inclusive cost of the interpreter's
+    ``tflite::Subgraph::Invoke`` (DTLN: both models)."""
+    counts = []
     for n in hops:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "cg.out"
@@ -128,15 +133,29 @@ def callgrind_per_hop(kind: str, where: Path, precision: str, hop_loop: str = "p
                             sys.executable, "-c", _CALLGRIND_CHILD, str(Path(__file__).parent),
                             kind, str(where), precision, str(n), hop_loop],
                            check=True, capture_output=True, env=env, timeout=3600)
-            totals.append(_callgrind_total(out))
-    return (totals[1] - totals[0]) / (hops[1] - hops[0])
+            counts.append(_callgrind_counts(out))
+    span = hops[1] - hops[0]
+    return ((counts[1][0] - counts[0][0]) / span, (counts[1][1] - counts[0][1]) / span)
 
 
-def _callgrind_total(path: Path) -> int:
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
-    raise RuntimeError(f"{path}: no callgrind total")
+#: The interpreter's model run, whose inclusive cost is the model's share of a hop.
+MODEL_FUNCTION = "tflite::Subgraph::Invoke()"
+
+
+def _callgrind_counts(path: Path) -> tuple[int, int]:
+    """``(program total, inclusive instructions of MODEL_FUNCTION)`` of a callgrind file."""
+    text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100",
+                           str(path)], check=True, capture_output=True, text=True).stdout
+    total = model = None
+    for line in text.splitlines():
+        count, _, name = line.strip().partition(" ")
+        if name.endswith("PROGRAM TOTALS"):
+            total = int(count.replace(",", ""))
+        elif f":{MODEL_FUNCTION} [" in name:
+            model = int(count.replace(",", ""))
+    if total is None or model is None:
+        raise RuntimeError(f"{path}: no total or no {MODEL_FUNCTION} in the profile")
+    return total, model
 
 
 def main() -> None:
@@ -183,8 +202,9 @@ def main() -> None:
             kind, where, prec = (("dtln", args.dtln, "quant" if "quantized" in s.name else "f32")
                                  if isinstance(s, Dtln) else ("ours", s.streamer.manifest.directory,
                                                               args.precision))
-            entry["instructions_per_hop"] = callgrind_per_hop(
-                kind, where, prec, "python" if isinstance(s, Dtln) else s.hop_loop)
+            entry["instructions_per_hop"], entry["model_instructions_per_hop"] = \
+                callgrind_per_hop(kind, where, prec,
+                                  "python" if isinstance(s, Dtln) else s.hop_loop)
             entry["instructions_per_audio_s"] = entry["instructions_per_hop"] * SAMPLE_RATE / hop
         table.append(entry)
     peer = next(e for e in table if e["system"] == "DTLN quantized")
@@ -193,6 +213,10 @@ def main() -> None:
         if args.callgrind:
             e["instructions_ratio_to_dtln_quantized"] = (e["instructions_per_audio_s"]
                                                          / peer["instructions_per_audio_s"])
+            # the model alone against DTLN quantized's whole hop, per second of audio
+            e["model_instructions_ratio_to_dtln_quantized"] = (
+                e["model_instructions_per_hop"] / e["instructions_per_hop"]
+                * e["instructions_ratio_to_dtln_quantized"])
     report = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "clip": clip.name, "rounds": args.rounds, "hops_per_round": args.hops,
               "machine": platform.platform(), "processor": platform.processor(),
@@ -207,11 +231,15 @@ def main() -> None:
 def format_table(report: dict) -> str:
     cg = "instructions_per_hop" in report["systems"][0]
     head = ["system", "latency ms", "params", "MACs/s", "model p50/p99 µs", "hop p50/p99 µs",
-            "CPU s per s", "x DTLN-q"] + (["instr/hop", "instr per s x DTLN-q"] if cg else [])
+            "CPU s per s", "x DTLN-q"] + (["instr/hop", "instr per s x DTLN-q", "model instr/hop",
+                                     "model instr per s x DTLN-q hop"] if cg else [])
     lines = [f"`{report['command']}` on {report['machine']} ({report['cpus']} CPUs, load "
              f"{report['load_average'][0]:.2f}); clip {report['clip']}; medians of "
              f"{report['rounds']} interleaved rounds of {report['hops_per_round']} hops, one "
-             "thread, ai-edge-litert.", "",
+             "thread, ai-edge-litert." + (
+                 f" Model instr/hop: inclusive instructions of `{MODEL_FUNCTION}` under "
+                 "callgrind (the interpreter's model run; DTLN: both models), against DTLN "
+                 "quantized's whole hop in the last column." if cg else ""), "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for e in report["systems"]:
         macs = f"{e['macs_per_second'] / 1e6:.0f} M" if e["macs_per_second"] else "not counted"
@@ -221,7 +249,9 @@ def format_table(report: dict) -> str:
                f"{e['cpu_s_per_audio_s']:.4f}", f"{e['cpu_ratio_to_dtln_quantized']:.2f}"]
         if cg:
             row += [f"{e['instructions_per_hop'] / 1e6:.2f} M",
-                    f"{e['instructions_ratio_to_dtln_quantized']:.2f}"]
+                    f"{e['instructions_ratio_to_dtln_quantized']:.2f}",
+                    f"{e['model_instructions_per_hop'] / 1e6:.2f} M",
+                    f"{e['model_instructions_ratio_to_dtln_quantized']:.2f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 

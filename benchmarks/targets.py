@@ -12,7 +12,8 @@ Needs ``edgesep target setup --counter``. For each of ``rpi4`` (Cortex-A72) and 
 - instructions per hop of the whole streaming hop (STFT, features, model, masks, inverse STFT),
   with the numpy hop loop and with the C one (``--hop-loop c``: the framer cross-compiled here
   with ``aarch64-linux-gnu-gcc``, Debian's ``gcc-aarch64-linux-gnu``), and of DTLN quantized's
-  whole hop (numpy FFTs and its two TFLite models, ``dtln_runner.py``),
+  whole hop (numpy FFTs and its two TFLite models, ``dtln_runner.py``), and of the models
+  alone (each invoked hop after hop on zeroed inputs; DTLN: its two),
   counted by qemu's libinsn plugin: two runs of 20 and 220 hops, the difference per extra hop
   (start-up cancels). Noise-free up to the interpreter's own variation (about 2 % here);
 - ratios to DTLN per second of audio (DTLN's hop is 8 ms; an export's may be shorter);
@@ -52,16 +53,30 @@ def dtln_hops(folder: str, nb_hops: int) -> None:
         dtln.process_chunk(chunks[i % len(chunks)])
 
 
-def count_dtln(profile, dtln: Path) -> dict:
+def model_invokes(models: list[str], nb_hops: int) -> None:
+    """The emulated child: each TFLite model invoked ``nb_hops`` times (ai-edge-litert, one
+    thread, on its zeroed input buffers): a hop's model cost alone."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreters = [Interpreter(model_path=m, num_threads=1) for m in models]
+    for interpreter in interpreters:
+        interpreter.allocate_tensors()
+    for _ in range(nb_hops):
+        for interpreter in interpreters:
+            interpreter.invoke()
+
+
+def count_child(profile, child: list[str]) -> dict:
+    """Instructions per hop of this script run as ``child`` (its last argument: the number of
+    hops) on the emulated ``profile``: runs of HOPS hops, the difference per extra hop."""
     from edgesep.targets.emulator import run_python
     from edgesep.targets.provision import toolchain
 
     tools = toolchain()
 
     def count(nb_hops: int) -> int:
-        out = run_python(tools, profile.qemu_cpu, [str(Path(__file__).resolve()),
-                                                   "--dtln-child", str(dtln), str(nb_hops)],
-                         counter=True)
+        out = run_python(tools, profile.qemu_cpu, [str(Path(__file__).resolve()), *child,
+                                                   str(nb_hops)], counter=True)
         return int(re.search(r"total insns: (\d+)", out)[1])
 
     with ThreadPoolExecutor(2) as pool:
@@ -91,9 +106,13 @@ def main() -> None:
                         / "dtln")
     parser.add_argument("--out", type=Path, default=RESULTS / "targets")
     parser.add_argument("--dtln-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--invoke-child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.dtln_child:
         dtln_hops(args.dtln_child[0], int(args.dtln_child[1]))
+        return
+    if args.invoke_child:
+        model_invokes(args.invoke_child[:-1], int(args.invoke_child[-1]))
         return
     if args.export is None:
         parser.error("--export is required")
@@ -118,7 +137,13 @@ def main() -> None:
                                     clips[0].mixture, HOPS)
         ours_c = instructions_per_hop(profile, args.export, args.precision, "litert",
                                       clips[0].mixture, HOPS, hop_loop="c")
-        peer = count_dtln(profile, args.dtln)
+        peer = count_child(profile, ["--dtln-child", str(args.dtln.resolve())])
+        print(f"{name}: counting the models alone (edgesep, DTLN quantized's pair)",
+              file=sys.stderr)
+        artefact = manifest.artefact(args.precision, "tflite")
+        model = count_child(profile, ["--invoke-child", str(artefact.path.resolve())])
+        peer_model = count_child(profile, ["--invoke-child", *(
+            str((args.dtln / f"model_quant_{k}.tflite").resolve()) for k in (1, 2))])
         per_second = DTLN_HOP_US / hop_us  # our hops per DTLN hop
         rows[name] = {
             "cpu": profile.cpu, "parity": par,
@@ -129,6 +154,11 @@ def main() -> None:
                                          / peer["instructions_per_hop"]),
             "c_loop_ratio_to_dtln_per_second": (per_second * ours_c["instructions_per_hop"]
                                                 / peer["instructions_per_hop"]),
+            "edgesep_model_instructions_per_hop": model["instructions_per_hop"],
+            "dtln_quantized_model_instructions_per_hop": peer_model["instructions_per_hop"],
+            # the model alone against DTLN quantized's whole hop, per second of audio
+            "model_ratio_to_dtln_per_second": (per_second * model["instructions_per_hop"]
+                                               / peer["instructions_per_hop"]),
             "edgesep_estimated_us": profile.estimate_us(ours["instructions_per_hop"]),
             "edgesep_c_loop_estimated_us": profile.estimate_us(
                 ours_c["instructions_per_hop"]),
@@ -145,11 +175,14 @@ def main() -> None:
           f"whole hop counted by qemu's libinsn plugin ({HOPS[1]} - {HOPS[0]} hops); "
           f"estimated µs = instructions / (IPC x clock), {IPC_SOURCE}.", "",
           f"Hop: {hop_us / 1000:g} ms (DTLN: {DTLN_HOP_US / 1000:g} ms); ratios are per second "
-          "of audio.", "",
+          "of audio. Models alone: each TFLite model invoked hop after hop on zeroed inputs "
+          "(DTLN: its two models), counted the same way; the last column sets the edgesep model "
+          "alone against DTLN quantized's whole hop.", "",
           "| target | parity: hops differing / max mask LSB / max audio diff | edgesep "
           "instr./hop, numpy / C hop loop | DTLN quantized instr./hop | x DTLN per s, numpy / C "
-          "| edgesep est. µs, numpy / C (share of hop) | DTLN est. µs |",
-          "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+          "| edgesep est. µs, numpy / C (share of hop) | DTLN est. µs | models alone instr./hop, "
+          "edgesep / DTLN quantized | edgesep model alone x DTLN hop per s |",
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in rows.items():
         p = r["parity"]
         us, us_c = r["edgesep_estimated_us"], r["edgesep_c_loop_estimated_us"]
@@ -160,7 +193,10 @@ def main() -> None:
                   f"{r['dtln_quantized_instructions_per_hop']:,.0f} | "
                   f"{r['ratio_to_dtln_per_second']:.2f}x / "
                   f"{r['c_loop_ratio_to_dtln_per_second']:.2f}x | {us:.0f} / {us_c:.0f} "
-                  f"({us / hop_us:.0%} / {us_c / hop_us:.0%}) | {r['dtln_estimated_us']:.0f} |")
+                  f"({us / hop_us:.0%} / {us_c / hop_us:.0%}) | {r['dtln_estimated_us']:.0f} | "
+                  f"{r['edgesep_model_instructions_per_hop']:,.0f} / "
+                  f"{r['dtln_quantized_model_instructions_per_hop']:,.0f} | "
+                  f"{r['model_ratio_to_dtln_per_second']:.2f}x |")
     text = "\n".join(md) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,22 @@ def test_validate_rpi5_emulated(emulator, tiny_export, data_spec, tmp_path):
     assert "emulated" in proc.stdout and "qemu-user" in proc.stdout
 
 
+def test_the_c_loop_on_a_target_needs_the_cross_compiler_first(emulator, tiny_export,
+                                                                data_spec, tmp_path):
+    """Without aarch64-linux-gnu-gcc, ``validate --hop-loop c --target`` stops before the slow
+    emulated separation, with one line naming the install."""
+    bare = tmp_path / "bin"  # a PATH with no compiler on it
+    bare.mkdir()
+    proc = edgesep_cli("validate", str(tiny_export), "--reference", str(tiny_export),
+                       "--data", data_spec, "--limit", "1", "--target", "rpi5",
+                       "--hop-loop", "c", env={"PATH": str(bare)})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and "aarch64-linux-gnu-gcc" in last, last
+    assert "apt-get install -y gcc-aarch64-linux-gnu" in last
+    assert "Traceback" not in proc.stderr and "separating" not in proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 def test_rpi4_counts_more_time_per_hop_than_rpi5(emulator, tiny_export, data_spec):
     """The same instructions cost more on the slower clock: the estimate follows the profile."""
