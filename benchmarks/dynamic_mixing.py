@@ -28,7 +28,6 @@ COLUMNS = ("SI-SDR", "SI-SDRi", "PESQ-WB", "STOI", "ESTOI")
 
 
 def main() -> None:
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     data_root = os.environ.get("EDGESEP_DATA", "../shared/data")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--with", dest="with_run", type=Path, required=True,

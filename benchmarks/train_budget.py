@@ -65,7 +65,6 @@ def train(args, out: Path) -> None:
 
 
 def score(args, out: Path) -> None:
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from edgesep.data import load_clips
     from edgesep.evaluate import (
         evaluate_oracle,

@@ -38,7 +38,6 @@ VARIANTS = {"default": (True, False), "nondeterministic": (False, False),
 
 def child(config: str, variant: str, data: str, batch: int, frames: int, steps: int) -> dict:
     """Time one (config, variant) in this process; returns ms per batch and per step."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from edgesep.console import import_tensorflow
 
     import_tensorflow()

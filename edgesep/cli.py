@@ -13,8 +13,6 @@ import click
 from edgesep import __version__
 from edgesep.errors import EdgesepError
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
 
 class UserError(click.ClickException):
     """A user mistake: one line ``Error: ...`` and exit code 2 (1 is kept for failed gates)."""
@@ -41,8 +39,7 @@ def user_errors(func):
 
 
 #: Modules of the ``[train]`` extra: a command that needs them says so in one line.
-TRAIN_MODULES = {"tensorflow", "tf_keras", "tensorflow_model_optimization", "tf2onnx", "onnx",
-                 "matplotlib"}
+TRAIN_MODULES = {"tensorflow", "keras", "jax", "tf2onnx", "onnx", "matplotlib"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,7 +109,8 @@ DATA_OPTION = click.option(
     "--data",
     "data_spec",
     default=None,
-    help="Data: synthetic (built-in), mir1k:PATH or mixtures:PATH. Default: the config's.",
+    help="Data: synthetic (built-in), mir1k:PATH, mixtures:PATH or pack:FILE (edgesep pack). "
+    "Default: the config's.",
 )
 
 
@@ -139,13 +137,24 @@ DATA_OPTION = click.option(
               help="Use at most N clips per split.")
 @click.option("--max-minutes", type=POSITIVE, default=None,
               help="Stop (with a checkpoint; --resume goes on) after this much training time.")
+@click.option("--backend", type=click.Choice(["tensorflow", "jax"]), default=None,
+              help="Keras backend to train on (default: $KERAS_BACKEND, else tensorflow); "
+              "jax uses a GPU when one is visible. Checkpoints resume on either.")
 @user_errors
-def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes):
-    """Train a separation model; checkpoints resume after a kill.
+def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes, backend):
+    """Train a separation model; checkpoints resume after a kill, on either backend.
 
     Example: edgesep train --config edge --data mir1k:../shared/data/mir1k --out runs/edge1
+
+    On a GPU machine with no network: edgesep train --backend jax --data pack:speech.pack
+    --out runs/s1 --max-minutes 9 --resume (see `edgesep pack`).
     """
     from pathlib import Path
+
+    if backend:
+        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != backend:
+            raise UserError(f"--backend {backend}: Keras is already loaded on another backend")
+        os.environ["KERAS_BACKEND"] = backend
 
     from edgesep.config import load_config
     from edgesep.data import load_clips, load_training_data
@@ -253,6 +262,40 @@ def evaluate(run, oracles, data_spec, split, limit, config_name, csv_path):
         click.echo(f"note: {note}")
     if csv_path:
         click.echo(f"per-clip scores: {write_csv(csv_path, evaluations)}")
+
+
+@cli.command()
+@click.option("--data", "data_spec", required=True,
+              help="Data to pack: synthetic[:N], mir1k:PATH or mixtures:PATH.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="The pack file to write (train on it with --data pack:FILE).")
+@click.option("--max-mb", type=POSITIVE, required=True,
+              help="Refuse a pack over this size (1 MB = 10^6 bytes).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Pack at most N speech files (mixtures) or clips per split.")
+@click.option("--sample-rate", type=click.IntRange(min=1), default=16000, show_default=True,
+              help="Sample rate of the packed audio (the config's).")
+@click.option("--force", is_flag=True, help="Replace an existing pack.")
+@user_errors
+def pack(data_spec, out_path, max_mb, limit, sample_rate, force):
+    """Pack a data spec's audio into one file (zip of 16-bit FLAC + index.json) for a machine
+    with no network; train or evaluate on it with --data pack:FILE.
+
+    Example: edgesep pack --data mixtures:../shared/data --out data.pack --max-mb 60 --limit 20
+    """
+    from pathlib import Path
+
+    from edgesep.data.pack import pack_counts, write_pack
+
+    index = write_pack(data_spec, Path(out_path), int(max_mb * 1e6), sample_rate=sample_rate,
+                       limit=limit, force=force)
+    counts = pack_counts(index)
+    splits = ", ".join(
+        f"{split} " + "/".join(f"{n} {role}" for role, n in c.items() if role != "seconds")
+        for split, c in counts["splits"].items())
+    nbytes = Path(out_path).stat().st_size
+    click.echo(f"{out_path}: {nbytes} bytes ({nbytes / 1e6:.1f} MB); {splits}; "
+               f"{counts['seconds']:.0f} s of audio at {sample_rate} Hz")
 
 
 # --- streaming runtime: stream, bench (no TensorFlow unless --backend keras) ---------------

@@ -56,9 +56,10 @@ def is_verbose() -> bool:
 
 def quiet_environment() -> None:
     """Environment defaults read by TensorFlow and its children when they start (a value the
-    user set is kept): C++ logging at ERROR+ (FATAL only when quiet), Keras 2."""
+    user set is kept): C++ logging at ERROR+ (FATAL only when quiet); Keras 3 on TensorFlow
+    unless ``KERAS_BACKEND`` names another backend (``edgesep train --backend jax``)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if _verbose else "3")
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
 def quiet_logging(verbose: bool | None = None) -> None:
@@ -122,6 +123,29 @@ def import_tensorflow():
     if not _verbose:
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return tf
+
+
+def import_keras():
+    """``import keras`` on the backend ``KERAS_BACKEND`` names (TensorFlow by default, its
+    start-up lines captured; ``jax`` needs no TensorFlow). Returns the module."""
+    quiet_environment()
+    if os.environ["KERAS_BACKEND"] == "tensorflow":
+        import_tensorflow()
+    with captured_stderr():
+        keras = importlib.import_module("keras")
+    return keras
+
+
+def require_tensorflow_backend(what: str) -> None:
+    """Raise a one-line :class:`EdgesepError` unless Keras runs on TensorFlow (the converters
+    need its graphs: export, pruning's fine-tuning inside an export, calibration)."""
+    from edgesep.errors import EdgesepError
+
+    keras = import_keras()
+    if keras.backend.backend() != "tensorflow":
+        raise EdgesepError(f"{what} runs on Keras's TensorFlow backend, this process has "
+                           f"{keras.backend.backend()!r}: unset KERAS_BACKEND or set it to "
+                           "tensorflow")
 
 
 @contextlib.contextmanager

@@ -39,14 +39,11 @@ def weights_sha256(run_dir: str | os.PathLike) -> str:
 
 
 def load_run(run_dir: str | os.PathLike):
-    """Rebuild a trained model from its run directory: ``(model, Config)``; needs the
-    ``[train]`` extra (TensorFlow)."""
+    """Rebuild a trained model from its run directory: ``(model, Config)``; needs Keras (the
+    ``[train]`` extra, or ``[jax]`` with ``KERAS_BACKEND=jax``)."""
     cfg = run_config(run_dir)
     weights = weights_path(run_dir)
-    require_tensorflow("loading a trained run")
-    from edgesep.console import import_tensorflow
-
-    import_tensorflow()  # its start-up lines captured
+    require_keras("loading a trained run")
     from edgesep.models import build_model
 
     model = build_model(cfg)
@@ -57,11 +54,12 @@ def load_run(run_dir: str | os.PathLike):
     return model, cfg
 
 
-def require_tensorflow(what: str) -> None:
-    """Raise a one-line :class:`EdgesepError` when TensorFlow is not installed."""
+def require_keras(what: str) -> None:
+    """Raise a one-line :class:`EdgesepError` when Keras or its backend is not installed."""
     import importlib.util
 
-    if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec(
-            "tf_keras") is None:
-        raise EdgesepError(f"{what} needs TensorFlow: pip install 'edgesep[train]' "
-                           "(the [runtime] extra runs exported models only)")
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if importlib.util.find_spec("keras") is None or importlib.util.find_spec(backend) is None:
+        raise EdgesepError(f"{what} needs Keras on {backend}: pip install 'edgesep[train]' "
+                           "(or 'edgesep[jax]' with KERAS_BACKEND=jax; the [runtime] extra runs "
+                           "exported models only)")

@@ -69,7 +69,6 @@ def data_spec(data_root: Path) -> str:
 def tiny_run(tmp_path_factory, data_spec: str) -> Path:
     """A run directory trained by the real :func:`edgesep.train.train` for a few steps on
     real speech-in-noise clips (4 train / 2 val)."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from edgesep.data import load_clips
     from edgesep.train import train
 

@@ -10,14 +10,10 @@ the other precisions are exported here once per module.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 
 import numpy as np
 import pytest
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
 from click.testing import CliRunner  # noqa: E402
 from conftest import tiny_config  # noqa: E402
 

@@ -7,7 +7,6 @@ the offline transform, and is carried end to end: training, export, manifest, th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -158,7 +157,6 @@ HEARING_STEPS = 8
 def hearing_run(tmp_path_factory, data_spec: str) -> Path:
     """The hearing config (its framing and network as shipped), trained a few real steps on
     real speech-in-noise clips by :func:`edgesep.train.train`."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from edgesep.config import TrainConfig
     from edgesep.data import load_clips
     from edgesep.train import train

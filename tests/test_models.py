@@ -4,9 +4,6 @@ and a hand-computed golden for a causal dilated convolution."""
 from __future__ import annotations
 
 import json
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -17,8 +17,7 @@ import pytest
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
-TF_IMPORT = re.compile(r"^\s*(import|from)\s+(tensorflow|tf_keras|tensorflow_model_optimization"
-                       r"|tf2onnx)\b", re.M)
+TF_IMPORT = re.compile(r"^\s*(import|from)\s+(tensorflow|keras|jax|tf2onnx)\b", re.M)
 
 
 def test_no_tensorflow_import_in_the_runtime_side():

@@ -13,15 +13,12 @@ from the previous frame.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from edgesep.errors import EdgesepError
 from edgesep.export.accuracy import clip_features
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
 def reference_stepper(smodel):

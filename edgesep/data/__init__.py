@@ -6,10 +6,13 @@
   ``N`` sets the number of training clips.
 - ``mir1k:PATH`` -- a MIR-1K root holding ``Wavfile/`` (standard protocol split).
 - ``mixtures:PATH`` -- speech in noise/music built from a root holding ``speech/`` and ``noise/``.
+- ``pack:FILE`` -- one of the above packed into one file by ``edgesep pack``
+  (:mod:`edgesep.data.pack`): the same clips but for 16-bit rounding of the stored audio, no
+  folder needed. Its sample rate must be the one asked for (a pack is never resampled).
 
 For speech in noise, source ``"vocals"`` is the speech and ``"accompaniment"`` the noise/music.
 ``load_training_data`` is what training reads: those clips, or with dynamic mixing a sampler
-that mixes fresh speech/interference pairs for every batch.
+that mixes fresh speech/interference pairs for every batch (``mixtures:PATH`` or a pack of it).
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ def load_clips(
     if limit is not None and limit < 1:
         raise EdgesepError(f"--limit must be at least 1, got {limit}")
     kind, _, arg = spec.partition(":")
+    if kind == "pack":
+        return _pack(spec, sample_rate).clips(split, limit=limit, seed=seed)
     if kind == "synthetic":
         from edgesep.data.synthetic import load_synthetic
 
@@ -86,7 +91,8 @@ def load_clips(
 
         return load_mixtures(root, split, sample_rate, limit=limit, seed=seed)
     raise EdgesepError(
-        f"unknown data spec {spec!r} (expected synthetic, synthetic:N, mir1k:PATH or mixtures:PATH)"
+        f"unknown data spec {spec!r} (expected synthetic, synthetic:N, mir1k:PATH, "
+        "mixtures:PATH or pack:FILE)"
     )
 
 
@@ -95,17 +101,35 @@ def load_training_data(spec: str, sample_rate: int = 16000, limit: int | None = 
     """What a run trains on: the ``train`` clips of ``spec`` (a list of :class:`Clip`) or,
     with ``dynamic_mixing`` (``mixtures:PATH`` only), a
     :class:`edgesep.data.mixtures.MixtureSampler` over the train split's speech and
-    interference files that mixes fresh pairs for every batch."""
+    interference files (or a mixtures pack's) that mixes fresh pairs for every batch."""
     if not dynamic_mixing:
         return load_clips(spec, "train", sample_rate=sample_rate, limit=limit, seed=seed)
-    if spec.partition(":")[0] != "mixtures":
+    kind = spec.partition(":")[0]
+    if kind not in ("mixtures", "pack"):
         raise EdgesepError(f"[train] dynamic_mixing needs mixtures:PATH data (speech and noise "
-                           f"files to mix), got {spec!r}")
+                           f"files to mix) or a pack of it, got {spec!r}")
     if limit is not None and limit < 1:
         raise EdgesepError(f"--limit must be at least 1, got {limit}")
+    if kind == "pack":
+        return _pack(spec, sample_rate).sampler("train", limit=limit)
     from edgesep.data.mixtures import MixtureSampler
 
     return MixtureSampler.from_root(_root(spec), "train", sample_rate, limit=limit)
+
+
+def _pack(spec: str, sample_rate: int):
+    """The checked pack of ``pack:FILE`` (:class:`edgesep.data.pack.Pack`), at ``sample_rate``."""
+    from edgesep.data.pack import read_pack
+
+    arg = spec.partition(":")[2]
+    if not arg:
+        raise EdgesepError(f"data spec {spec!r}: give a file, e.g. pack:data.pack")
+    pack = read_pack(arg)
+    if pack.sample_rate != sample_rate:
+        raise EdgesepError(f"{pack.path}: packed at {pack.sample_rate} Hz, {sample_rate} Hz "
+                           f"needed (packs are not resampled: edgesep pack --sample-rate "
+                           f"{sample_rate})")
+    return pack
 
 
 def _root(spec: str) -> Path:

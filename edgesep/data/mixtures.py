@@ -12,6 +12,8 @@ prefix (FA, FB, MC, MD, ...), sorted; within a group the 4th speaker is ``val``,
 every other one ``train`` (index mod 5 = 3 / 4). Noise files and MIR-1K songs, sorted
 naturally, go by index mod 10: 8 -> ``val``, 9 -> ``test``, else ``train``. Deterministic for a
 given ``seed``: every clip has its own generator seeded by ``(seed, split, clip index)``.
+:func:`mix_clips` is the recipe on ``(name, audio)`` pools in memory: :func:`load_mixtures` feeds
+it the files of a root, :mod:`edgesep.data.pack` the pools stored in a pack.
 
 :class:`MixtureSampler` is the training side of the same recipe, *dynamic mixing*: it holds
 the split's speech and interference audio in memory (read and resampled once) and mixes a
@@ -22,6 +24,7 @@ of :func:`load_mixtures` stay the validation and test sets.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -106,38 +109,63 @@ def _mix_at_snr(voice: np.ndarray, interference: np.ndarray, power_voice: float,
     return scale * voice, scale * interference
 
 
-def load_mixtures(
-    root: Path,
-    split: str = "train",
+#: One recording of a pool: ``(name, audio)``, the name being the file's stem.
+Named = tuple[str, np.ndarray]
+
+
+def read_source(path: Path, role: str, sample_rate: int) -> np.ndarray:
+    """One file of a pool at ``sample_rate``: ``speech`` and ``noise`` downmixed to mono,
+    ``music`` (a MIR-1K clip) its LEFT channel, the accompaniment."""
+    if role == "music":
+        return read_audio(path, sample_rate, channel=0, expected_channels=2)[0]
+    return read_audio(path, sample_rate)[0]
+
+
+class _FilePool(Sequence):
+    """``(stem, audio)`` of files, each read (and kept when ``cache``) on first access."""
+
+    def __init__(self, paths: list[Path], role: str, sample_rate: int,
+                 cache: bool = True) -> None:
+        self.paths, self.role, self.sample_rate, self.cache = paths, role, sample_rate, cache
+        self._audio: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            raise TypeError("a file pool is indexed one file at a time")
+        path = self.paths[index]
+        audio = self._audio.get(index)
+        if audio is None:
+            audio = read_source(path, self.role, self.sample_rate)
+            if self.cache:
+                self._audio[index] = audio
+        return path.stem, audio
+
+
+def mix_clips(
+    split: str,
+    speech: Sequence[Named],
+    noise: Sequence[Named],
+    music: Sequence[Named],
     sample_rate: int = 16000,
     limit: int | None = None,
     seed: int = 0,
 ) -> list[Clip]:
-    """Build one mixture per speech file of ``split`` (the first ``limit``), at ``sample_rate``."""
-    speech, noise, music = split_sources(root, split)
-    cache: dict[tuple[Path, bool], np.ndarray] = {}
-
-    def read(path: Path, left_only: bool = False) -> np.ndarray:
-        key = (path, left_only)
-        if key not in cache:
-            if left_only:
-                audio, _ = read_audio(path, sample_rate, channel=0, expected_channels=2)
-            else:
-                audio, _ = read_audio(path, sample_rate)
-            cache[key] = audio
-        return cache[key]
-
+    """One mixture per speech recording of ``split`` (the first ``limit``), from pools of
+    ``(name, audio)`` at ``sample_rate`` (the recipe of the module docstring). Only the
+    recordings a clip uses are accessed, so a pool may read them lazily."""
+    if not noise:
+        raise EdgesepError(f"no noise recordings for split {split!r}")
     clips = []
-    for index, path in enumerate(speech[:limit]):
+    count = len(speech) if limit is None else min(limit, len(speech))
+    for index in range(count):
         rng = np.random.default_rng([seed, SPLITS.index(split), index])
-        voice, _ = read_audio(path, sample_rate)
+        speech_name, voice = speech[index]
         use_music = bool(music) and rng.random() < MUSIC_PROBABILITY
-        if use_music:
-            other = music[int(rng.integers(len(music)))]
-            interference = read(other, left_only=True)
-        else:
-            other = noise[int(rng.integers(len(noise)))]
-            interference = read(other)
+        pool = music if use_music else noise
+        other, interference = pool[int(rng.integers(len(pool)))]
         interference = _excerpt(interference, len(voice), rng).astype(np.float64)
         snr = float(rng.uniform(*SNR_RANGE_DB))
         power_voice = np.mean(voice.astype(np.float64) ** 2)
@@ -148,7 +176,7 @@ def load_mixtures(
         }
         clips.append(
             Clip(
-                name=f"{path.stem}+{other.stem}@{snr:+.1f}dB",
+                name=f"{speech_name}+{other}@{snr:+.1f}dB",
                 mixture=sources["vocals"] + sources["accompaniment"],
                 sources=sources,
                 sample_rate=sample_rate,
@@ -156,6 +184,25 @@ def load_mixtures(
             )
         )
     return clips
+
+
+def load_mixtures(
+    root: Path,
+    split: str = "train",
+    sample_rate: int = 16000,
+    limit: int | None = None,
+    seed: int = 0,
+) -> list[Clip]:
+    """Build one mixture per speech file of ``split`` (the first ``limit``), at ``sample_rate``
+    (:func:`mix_clips` over the files of :func:`split_sources`, read as they are used)."""
+    speech, noise, music = split_sources(root, split)
+    return mix_clips(
+        split,
+        _FilePool(speech, "speech", sample_rate, cache=False),
+        _FilePool(noise, "noise", sample_rate),
+        _FilePool(music, "music", sample_rate),
+        sample_rate, limit=limit, seed=seed,
+    )
 
 
 class MixtureSampler:
@@ -190,15 +237,19 @@ class MixtureSampler:
         speech, noise, music = split_sources(root, split)
         speech = speech[:limit]
         return cls(
-            [read_audio(p, sample_rate)[0] for p in speech],
-            [read_audio(p, sample_rate)[0] for p in noise],
-            [read_audio(p, sample_rate, channel=0, expected_channels=2)[0] for p in music],
+            [read_source(p, "speech", sample_rate) for p in speech],
+            [read_source(p, "noise", sample_rate) for p in noise],
+            [read_source(p, "music", sample_rate) for p in music],
             sample_rate, names=tuple(p.stem for p in speech),
         )
 
     def __len__(self) -> int:
         """The number of speech files."""
         return len(self.speech)
+
+    def speech_power(self, index: int) -> float:
+        """The mean power of speech file ``index`` (the SNR's reference)."""
+        return self._speech_power[index]
 
     def summary(self) -> dict:
         """What the sampler draws from (for a run's metrics)."""

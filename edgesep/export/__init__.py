@@ -23,8 +23,6 @@ from edgesep.runs import weights_sha256
 from edgesep.runtime.backends import LiteRtBackend, OnnxRuntimeBackend
 from edgesep.runtime.stepper import Stepper
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
 __all__ = ["export_run"]
 
 log = logging.getLogger("edgesep.export")
@@ -54,9 +52,9 @@ def export_run(
 
     float32 TFLite is always written; ``fp16``, ``dynamic``, ``int8``, ``int16x8`` add those
     TFLite precisions, ``onnx`` a float32 ONNX model.
-    ``prune`` is a fraction: magnitude pruning of the separable kernels, or with ``structured``
-    that fraction of every block's channels removed (counts rounded to multiples of
-    ``channel_multiple``); both fine-tune ``prune_steps`` steps.
+    ``prune`` with ``structured`` removes that fraction of every block's channels (counts
+    rounded to multiples of ``channel_multiple``) and fine-tunes ``prune_steps`` steps;
+    magnitude pruning (``prune`` alone) was removed (see :mod:`edgesep.export.prune`).
     Calibration and the accuracy check use ``calib_data`` (a ``load_clips`` spec; default the
     run's training data): ``calib_frames`` train frames, ``eval_clips`` val clips.
     """
@@ -71,6 +69,7 @@ def export_run(
     from edgesep.export import tflite
     from edgesep.export.accuracy import AccuracyCheck
     from edgesep.models import build_streaming_model, count_macs, count_parameters
+    from edgesep.models.coupled_unet import input_names
     from edgesep.runs import load_run
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -80,6 +79,12 @@ def export_run(
         raise EdgesepError(f"--prune takes a fraction in (0, 1), got {prune}")
     if structured and prune is None:
         raise EdgesepError("--structured needs --prune FRACTION")
+    if prune is not None and not structured:
+        raise EdgesepError("--prune needs --structured: magnitude pruning was removed (its "
+                           "zeros gave no speed-up, and tfmot does not take Keras 3 models)")
+    from edgesep.console import require_tensorflow_backend
+
+    require_tensorflow_backend("export")
     check_writable_dir(out_dir, "export folder")
     model, cfg = load_run(run_dir)
     if structured:  # a fraction that removes no channel is refused before any work
@@ -112,12 +117,9 @@ def export_run(
 
                 params_before, macs_before = count_parameters(model), count_macs(cfg)
                 fine_tune = pr.default_fine_tune(cfg, data, teacher=model, progress=progress)
-                if structured:
-                    model, cfg, report = pr.prune_structured(model, cfg, prune, fine_tune,
-                                                             prune_steps,
-                                                             channel_multiple=channel_multiple)
-                else:
-                    model, report = pr.prune_magnitude(model, cfg, prune, fine_tune, prune_steps)
+                model, cfg, report = pr.prune_structured(model, cfg, prune, fine_tune,
+                                                         prune_steps,
+                                                         channel_multiple=channel_multiple)
                 stream = build_streaming_model(model, cfg)
                 check = AccuracyCheck(reference_stepper(stream), val_clips, cfg, eval_frames)
                 extra["pruning"] = {
@@ -145,9 +147,9 @@ def export_run(
 
             nb_sources = len(SOURCES)
             artefacts: dict = {}
-            input_names = list(stream.input_names)
+            names = input_names(stream)
             for precision in precisions:
-                rep = representative_dataset(frames, input_names) if frames else None
+                rep = representative_dataset(frames, names) if frames else None
                 path = tmp / f"model_{precision}.tflite"
                 path.write_bytes(tflite.convert(stream, precision, rep))
                 reason = tflite.probe(path, nb_sources) if precision != "float32" else None

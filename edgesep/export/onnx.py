@@ -12,10 +12,7 @@ is the quantised model to ship.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 OPSET = 17
 

@@ -1,14 +1,8 @@
-"""Pruning: unstructured magnitude pruning with tfmot, and structured (channel) pruning.
+"""Pruning: structured (channel) pruning, the one that makes a model faster.
 
-**Magnitude pruning** (:func:`prune_magnitude`) wraps every
-:class:`~edgesep.models.layers.ConvBlock`
-except the stem in tfmot's ``PruneLowMagnitude``. tfmot's built-in rules prune only the
-pointwise kernel of a ``SeparableConv2D`` and nothing of a ``DepthwiseConv2D``; ``ConvBlock``
-defines ``get_prunable_weights`` returning *every* kernel of its cell (depthwise and pointwise
-of a separable cell, the kernel of a 1x1 cell), which tfmot accepts as a custom prunable layer.
-The sparsity ramps with ``PolynomialDecay`` from 0 to the target over the fine-tuning steps,
-then ``strip_pruning`` leaves the plain model with zeros in it. Unstructured zeros only shrink
-the compressed file (TFLite's sparse format gave no speed-up here, see DESIGN.md).
+(Unstructured magnitude pruning is gone: it needed tensorflow-model-optimization, which does
+not take Keras 3 models, and its zeros gave no speed-up: TFLite's sparse format added DENSIFY
+ops, DESIGN.md. It only shrank the compressed file.)
 
 **Structured pruning** (:func:`prune_structured`) removes whole output channels: every channel
 count of the ``[model]`` section (``channels`` per level and ``aspp_channels``) is scaled by
@@ -29,7 +23,6 @@ statistics shift).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -37,139 +30,48 @@ import numpy as np
 
 from edgesep.errors import EdgesepError
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-#: ``fine_tune(model, steps, callbacks)``: trains ``model`` in place for ``steps`` steps, calling
-#: each Keras callback as ``model.fit`` would (``on_train_begin``, ``on_train_batch_begin`` and
-#: ``_end`` per step, ``on_epoch_end``, ``on_train_end``); ``model.fit(..., callbacks=callbacks)``
-#: qualifies.
+#: ``fine_tune(model, steps)``: trains ``model`` in place for ``steps`` steps.
 FineTune = Callable[..., None]
 
 
 @dataclass
 class PruneReport:
-    method: str  # magnitude | structured
+    method: str  # structured
     target: float
-    sparsity: dict = field(default_factory=dict)  # kind -> fraction of zeros
-    pruned_weights: dict = field(default_factory=dict)  # weight name -> fraction of zeros
-    channels: dict = field(default_factory=dict)  # structured: before/after channel settings
+    sparsity: dict = field(default_factory=dict)  # "parameters": fraction removed
+    pruned_weights: dict = field(default_factory=dict)
+    channels: dict = field(default_factory=dict)  # before/after channel settings
     steps: int = 0
-
-
-def _blocks(model):
-    from edgesep.models.layers import ConvBlock
-
-    return [lyr for lyr in model.layers if isinstance(lyr, ConvBlock) and lyr.name != "stem"]
-
-
-def kernel_sparsity(model) -> tuple[dict, dict]:
-    """Fraction of zero weights in the pruned kernels: ``({"depthwise": f, "pointwise": f,
-    "all": f, ...}, {weight name: f})``."""
-    per_weight, totals = {}, {}
-    for block in _blocks(model):
-        for w in block.get_prunable_weights():
-            values = w.numpy()
-            per_weight[w.name] = float(np.mean(values == 0))
-            if "depthwise" in w.name:
-                kind = "depthwise"
-            elif "pointwise" in w.name or values.shape[:2] == (1, 1):
-                kind = "pointwise"  # a separable cell's, or a 1x1 block's kernel
-            else:
-                kind = "conv"
-            zeros, size = totals.get(kind, (0, 0))
-            totals[kind] = (zeros + int(np.sum(values == 0)), size + values.size)
-    summary = {k: z / n for k, (z, n) in totals.items()}
-    all_zeros = sum(z for z, _ in totals.values())
-    all_size = sum(n for _, n in totals.values())
-    summary["all"] = all_zeros / all_size if all_size else 0.0
-    return summary, per_weight
 
 
 def default_fine_tune(cfg, data: str = "synthetic", *, batch_size: int = 8, seed: int = 0,
                       learning_rate: float | None = None, teacher=None,
                       distill_weight: float = 1.0, progress: bool = False) -> FineTune:
     """A :data:`FineTune` on ``data``'s train clips with the training loss of
-    :mod:`edgesep.train` (masked L1 on every stack's masks, or the last one's without
-    ``intermediate_supervision``), float32, Adam: :func:`edgesep.train.make_train_step`, with
+    :mod:`edgesep.train` (:class:`~edgesep.models.trainer.SeparationTrainer`, Adam), with
     ``teacher`` (the unpruned model) distilling its masks into the pruned one; ``progress``
     shows the steps (:func:`edgesep.console.progress`)."""
     from edgesep.data import load_clips
-    from edgesep.train import SpectrogramSet, make_train_step
+    from edgesep.train import compiled_trainer
+    from edgesep.training_data import excerpt_samples, training_set
 
     clips = load_clips(data, "train", sample_rate=cfg.stft.sample_rate, seed=seed)
-    train_set = SpectrogramSet.from_clips(clips, cfg)
+    train_set = training_set(clips, cfg.stft.sample_rate)
     lr = learning_rate or cfg.train.learning_rate * 0.3
+    nb_samples = excerpt_samples(cfg.stft, cfg.train.patch_frames)
 
-    def fine_tune(model, steps: int, callbacks=()) -> None:
-        import tensorflow as tf
-        import tf_keras as keras
-
+    def fine_tune(model, steps: int) -> None:
         from edgesep.console import progress as progress_bar
 
         bar = progress_bar(steps, "prune: fine-tune", "step", enabled=progress)
-        train_step = make_train_step(model, keras.optimizers.Adam(lr), cfg, teacher=teacher,
-                                     distill_weight=distill_weight)
-
-        for cb in callbacks:
-            cb.set_model(model)
-            cb.on_train_begin()
+        trainer = compiled_trainer(model, cfg, lr, teacher=teacher, distill_weight=distill_weight)
         for step in range(steps):
             rng = np.random.default_rng([seed, 7, step])
-            batch = train_set.batch(rng, batch_size, cfg.train.patch_frames)
-            for cb in callbacks:
-                cb.on_train_batch_begin(step)
-            train_step(*(tf.constant(b, tf.float32) for b in batch))
+            trainer.train_on_batch(train_set.batch(rng, batch_size, nb_samples).as_dict())
             bar.update(1)
-            for cb in callbacks:
-                cb.on_train_batch_end(step)
         bar.close()
-        for cb in callbacks:
-            cb.on_epoch_end(0)
-            cb.on_train_end()
 
     return fine_tune
-
-
-def _clone(model):
-    import tf_keras as keras
-
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    return clone
-
-
-def prune_magnitude(model, cfg, sparsity: float, fine_tune: FineTune | None = None,
-                    steps: int = 100, data: str = "synthetic"):
-    """Magnitude-prune the separable blocks' kernels (depthwise and pointwise) to ``sparsity``.
-
-    Returns ``(pruned model, PruneReport)``; ``model`` is left untouched. ``fine_tune``
-    defaults to :func:`default_fine_tune` on ``data``. The schedule reaches the target at
-    ``steps`` (at least 1) and updates the masks every ``max(1, steps // 10)`` steps.
-    """
-    import tensorflow_model_optimization as tfmot
-    import tf_keras as keras
-
-    if not 0.0 < sparsity < 1.0:
-        raise EdgesepError(f"--prune takes a fraction in (0, 1), got {sparsity}")
-    steps = max(1, int(steps))
-    fine_tune = fine_tune or default_fine_tune(cfg, data)
-    schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=float(sparsity), begin_step=0,
-        end_step=max(0, steps - 1), frequency=max(1, steps // 10),
-    )
-    names = {b.name for b in _blocks(model)}
-
-    def wrap(layer):
-        if layer.name in names:
-            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
-        return layer
-
-    base = _clone(model)
-    pruned = keras.models.clone_model(base, clone_function=wrap)
-    fine_tune(pruned, steps, [tfmot.sparsity.keras.UpdatePruningStep()])
-    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
-    summary, per_weight = kernel_sparsity(stripped)
-    return stripped, PruneReport("magnitude", float(sparsity), summary, per_weight, steps=steps)
 
 
 # ------------------------------------------------------------------------------- structured
@@ -250,7 +152,7 @@ def _channel_plan(old, graph: dict, new_graph: dict) -> dict[str, np.ndarray]:
     sizes: dict[str, int] = {}
     for node in graph.values():
         if node.op in _PRODUCERS:
-            kernel = _last_kernel(old.get_layer(node.name)).numpy()
+            kernel = np.asarray(_last_kernel(old.get_layer(node.name)).numpy())
             l1 = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
             root = find(node.name)
             scores[root] = scores.get(root, 0) + l1
@@ -288,7 +190,7 @@ def _take(values: np.ndarray, axis: int, index: np.ndarray, size: int) -> np.nda
 def copy_kept_weights(old, new, cfg, new_cfg) -> None:
     """Give each layer of ``new`` (the model of ``new_cfg``) the kept slice of the same-named
     layer of ``old`` (the model of ``cfg``)."""
-    import tf_keras as keras
+    import keras
 
     from edgesep.models.cost import trace
 
@@ -304,7 +206,7 @@ def copy_kept_weights(old, new, cfg, new_cfg) -> None:
         transpose = isinstance(layer, keras.layers.Conv2DTranspose)
         values = []
         for w_new, w_old in zip(layer.weights, src.weights, strict=True):
-            v, shape = w_old.numpy(), tuple(w_new.shape)
+            v, shape = np.asarray(w_old.numpy()), tuple(w_new.shape)
             if v.ndim == 4:
                 in_axis, out_axis = (3, 2) if transpose else (2, 3)
                 v = _take(v, in_axis, in_kept, shape[in_axis])
@@ -312,7 +214,7 @@ def copy_kept_weights(old, new, cfg, new_cfg) -> None:
             elif v.ndim == 1:
                 v = _take(v, 0, out_kept, shape[0])
             if v.shape != shape:
-                raise EdgesepError(f"structured pruning: {w_new.name} {v.shape} != {shape}")
+                raise EdgesepError(f"structured pruning: {w_new.path} {v.shape} != {shape}")
             values.append(v)
         layer.set_weights(values)
 
@@ -332,7 +234,7 @@ def prune_structured(model, cfg, fraction: float, fine_tune: FineTune | None = N
     small = build_model(new_cfg)
     copy_kept_weights(model, small, cfg, new_cfg)
     if steps > 0:
-        (fine_tune or default_fine_tune(cfg, data))(small, int(steps), [])
+        (fine_tune or default_fine_tune(cfg, data))(small, int(steps))
     before, after = cfg.model, new_cfg.model
     report = PruneReport(
         "structured", float(fraction),

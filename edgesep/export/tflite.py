@@ -1,20 +1,23 @@
 """Streaming graph -> TFLite with a fixed batch of 1 (run by the runtime's one stepper).
 
-The Keras streaming model is wrapped in a ``tf.function`` whose input signature names each
-input (``frame``, ``state_0``, ...) with batch 1 and which returns the model's output dict, so
-the converted model keeps the contract's names in its ``serving_default`` signature (the
-runtime reads tensors through it). A dynamic batch would keep SPACE_TO_BATCH ops around dilated
-convs (slower).
+The Keras 3 streaming model is written as a SavedModel (Keras's ``ExportArchive``) whose
+``serving_default`` signature names each input (``frame``, ``state_0``, ...) with batch 1 and
+returns the model's output dict, then converted with ``TFLiteConverter.from_saved_model``, so
+the converted model keeps the contract's names (the runtime reads tensors through them). The
+SavedModel holds the weights as constants; ``from_concrete_functions`` on a Keras 3 model
+leaves them as variables (wrong masks, and int8 calibration crashes). A dynamic batch would
+keep SPACE_TO_BATCH ops around dilated convs (slower).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 
 from edgesep.export.quantize import configure
+from edgesep.models.coupled_unet import input_names
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
+SIGNATURE = "serving_default"
 
 
 def serving_function(smodel, concrete: bool = True):
@@ -22,7 +25,7 @@ def serving_function(smodel, concrete: bool = True):
     (its concrete function, or ``(function, input specs)`` with ``concrete=False``)."""
     import tensorflow as tf
 
-    names = list(smodel.input_names)
+    names = input_names(smodel)
     specs = [
         tf.TensorSpec((1,) + tuple(int(d) for d in t.shape[1:]), tf.float32, name=n)
         for n, t in zip(names, smodel.inputs, strict=True)
@@ -36,19 +39,32 @@ def serving_function(smodel, concrete: bool = True):
     return serve.get_concrete_function() if concrete else (serve, specs)
 
 
+def write_saved_model(smodel, folder: str) -> None:
+    """``smodel`` as a SavedModel in ``folder`` with the :data:`SIGNATURE` endpoint."""
+    import keras
+
+    serve, specs = serving_function(smodel, concrete=False)
+    archive = keras.export.ExportArchive()
+    archive.track(smodel)
+    archive.add_endpoint(SIGNATURE, serve, input_signature=specs)
+    archive.write_out(folder, verbose=False)
+
+
 def convert(smodel, precision: str = "float32", representative=None) -> bytes:
     """TFLite flatbuffer of the streaming model at ``precision`` (see ``quantize.PRECISIONS``)."""
     import tensorflow as tf
 
     from edgesep.console import captured_stderr, quiet_library_warnings
 
-    concrete = serving_function(smodel)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], smodel)
-    configure(converter, precision, representative)
-    # the int8 calibrator creates a (deprecated) tf.lite.Interpreter; the MLIR quantiser
-    # prints "fully_quantize: ..." on fd 2
-    with quiet_library_warnings(), captured_stderr():
-        return converter.convert()
+    with tempfile.TemporaryDirectory(prefix="edgesep-savedmodel-") as folder:
+        with quiet_library_warnings(), captured_stderr():
+            write_saved_model(smodel, folder)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder, signature_keys=[SIGNATURE])
+        configure(converter, precision, representative)
+        # the int8 calibrator creates a (deprecated) tf.lite.Interpreter; the MLIR quantiser
+        # prints "fully_quantize: ..." on fd 2
+        with quiet_library_warnings(), captured_stderr():
+            return converter.convert()
 
 
 _PROBE = """

@@ -5,16 +5,12 @@ wired by :func:`edgesep.models.graph.network` (the topology's one owner) through
 
 from __future__ import annotations
 
-import os
+import keras
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tf_keras as keras  # noqa: E402
-
-from edgesep.contract import state_output_name  # noqa: E402
-from edgesep.errors import EdgesepError  # noqa: E402
-from edgesep.models.graph import Mode, network  # noqa: E402
-from edgesep.models.layers import GraphBuilder  # noqa: E402
+from edgesep.contract import state_output_name
+from edgesep.errors import EdgesepError
+from edgesep.models.graph import Mode, network
+from edgesep.models.layers import GraphBuilder
 
 
 def build_model(cfg, nb_frames: int | None = None, batch_size: int | None = None):
@@ -23,7 +19,7 @@ def build_model(cfg, nb_frames: int | None = None, batch_size: int | None = None
     Input ``features [shape=(nb_batch, nb_frames, nb_model_bins, 1)]`` (log1p magnitude);
     outputs a list with one sigmoid mask tensor per U-Net
     ``[shape=(nb_batch, nb_frames, nb_model_bins, nb_sources)]``, the last being the answer
-    (calling a one-U-Net model returns the bare tensor: see :func:`as_mask_list`).
+    (a one-U-Net model returns the bare tensor: see :func:`as_mask_list`).
     """
     mc = cfg.model
     features = keras.Input(shape=(nb_frames, cfg.nb_model_bins, 1), batch_size=batch_size,
@@ -33,7 +29,7 @@ def build_model(cfg, nb_frames: int | None = None, batch_size: int | None = None
 
 
 def as_mask_list(outputs) -> list:
-    """The model's outputs as a list of mask tensors: Keras 2 returns a bare tensor (not a
+    """The model's outputs as a list of mask tensors: Keras returns a bare tensor (not a
     one-element list) when a one-U-Net model is called or predicts; ``model.outputs`` is
     always a list."""
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
@@ -55,6 +51,11 @@ def build_streaming_graph(cfg, model=None):
     for name, state in zip(gb.state_names, gb.state_outputs, strict=True):
         outputs[state_output_name(name)] = state
     return keras.Model([frame, *gb.state_inputs], outputs, name=f"edgesep_{mc.kind}_streaming")
+
+
+def input_names(model) -> list[str]:
+    """The names of a functional model's inputs, in order."""
+    return [t.name for t in model.inputs]
 
 
 def count_parameters(model) -> int:

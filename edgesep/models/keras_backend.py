@@ -1,6 +1,6 @@
 """The Keras streaming model of a training run as a runtime backend: the float reference that
 exported models are measured against (export's accuracy check, calibration, ``--backend keras``).
-It imports TensorFlow; the runtime reaches it only by name, when asked."""
+It imports Keras (on ``KERAS_BACKEND``); the runtime reaches it only by name, when asked."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import numpy as np
 
 from edgesep.contract import TensorSpec
 from edgesep.runtime.backends import Backend, ordered
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
 class KerasBackend(Backend):
@@ -36,22 +34,32 @@ class KerasBackend(Backend):
         return backend
 
     def _setup(self, smodel, threads: int) -> None:
-        import tensorflow as tf
+        import keras
+
+        from edgesep.models.coupled_unet import input_names
 
         Backend.__init__(self, threads)
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-        except RuntimeError:  # TensorFlow already initialised: keep its thread pool
-            pass
-        self._tf, self._model = tf, smodel
-        self._fn = tf.function(lambda feeds: smodel(feeds, training=False))
+        call = lambda feeds: smodel(feeds, training=False)  # noqa: E731
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+            except RuntimeError:  # TensorFlow already initialised: keep its thread pool
+                pass
+            self._fn = tf.function(call)
+        else:  # jax: the weights are read as constants of the compiled call
+            import jax
+
+            self._fn = jax.jit(call)
+        self._model = smodel
         self.inputs = ordered([
             TensorSpec.from_detail(n, (1,) + tuple(int(d) for d in t.shape[1:]), np.float32)
-            for n, t in zip(smodel.input_names, smodel.inputs, strict=True)])
+            for n, t in zip(input_names(smodel), smodel.inputs, strict=True)])
         zeros = {t.name: np.zeros(t.shape, np.float32) for t in self.inputs}
         self.outputs = ordered([TensorSpec.from_detail(n, v.shape, np.float32, is_input=False)
                                 for n, v in self.run(zeros).items()])
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self._fn({k: self._tf.constant(v) for k, v in inputs.items()})
+        out = self._fn({k: np.asarray(v, np.float32) for k, v in inputs.items()})
         return {k: np.asarray(v) for k, v in out.items()}

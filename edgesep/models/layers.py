@@ -12,21 +12,58 @@ frames at the front; in ``Mode.STREAM`` it is called on one new frame plus its s
 ``state_frames`` input frames), convolves their concatenation and returns the new state as
 well. Both modes run the same weights on the same numbers, so the outputs agree to float
 rounding. (One layer object serves both graphs, so a block tells the modes apart by its call:
-``block(x)`` offline, ``block(frame, state=s)`` streaming.)
+``block(x)`` offline, ``block([frame, state])`` streaming.)
 """
 
 from __future__ import annotations
 
-import os
+import keras
+from keras import ops
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from edgesep.contract import state_input_name
+from edgesep.errors import EdgesepError
+from edgesep.models.graph import Mode
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+#: How a depthwise convolution runs: ``"native"`` (the backend's depthwise op: TensorFlow's
+#: kernel, and the DEPTHWISE_CONV_2D of every export) or ``"shifts"`` (a sum of shifted
+#: multiply-adds, one per kernel tap: the same numbers, and far faster under XLA on CPU, whose
+#: depthwise convolution is slow). ``"auto"``: shifts on JAX, native on TensorFlow.
+DEPTHWISE_FORMS = ("auto", "native", "shifts")
+depthwise_form = "auto"
 
-from edgesep.contract import state_input_name  # noqa: E402
-from edgesep.errors import EdgesepError  # noqa: E402
-from edgesep.models.graph import Mode  # noqa: E402
+
+def set_depthwise_form(form: str) -> None:
+    """Choose :data:`depthwise_form` for layers called from now on (benchmarks compare them)."""
+    global depthwise_form
+    if form not in DEPTHWISE_FORMS:
+        raise EdgesepError(f"depthwise form must be one of {', '.join(DEPTHWISE_FORMS)}, "
+                           f"got {form!r}")
+    depthwise_form = form
+
+
+def _use_shifts() -> bool:
+    if depthwise_form == "auto":
+        return keras.backend.backend() == "jax"
+    return depthwise_form == "shifts"
+
+
+def shifted_depthwise(x, kernel, strides=(1, 1), dilation_rate=(1, 1)):
+    """'valid' depthwise convolution (channel multiplier 1) of ``x [shape=(nb_batch, nb_frames,
+    nb_bins, nb_channels)]`` by ``kernel [shape=(kernel_t, kernel_f, nb_channels, 1)]`` as a sum
+    of strided slices times one kernel tap each: ``DepthwiseConv2D``'s numbers, in ops every
+    backend runs fast."""
+    kt, kf = kernel.shape[0], kernel.shape[1]
+    (st, sf), (dt, df) = strides, dilation_rate
+    y = None
+    for i in range(kt):
+        for j in range(kf):
+            # tap (i, j) sees the input from i*d on, up to (kernel - 1 - i)*d before its end:
+            # negative ends, so no length arithmetic (the time axis may be unknown)
+            end_t, end_f = (kt - 1 - i) * dt, (kf - 1 - j) * df
+            tap = x[:, i * dt : -end_t or None : st, j * df : -end_f or None : sf, :]
+            tap = tap * kernel[i, j, :, 0]
+            y = tap if y is None else y + tap
+    return y
 
 
 def same_padding(size, kernel: int, dilation: int, stride: int):
@@ -37,14 +74,14 @@ def same_padding(size, kernel: int, dilation: int, stride: int):
         total = max((out - 1) * stride + extent - size, 0)
     else:
         out = (size + stride - 1) // stride
-        total = tf.maximum((out - 1) * stride + extent - size, 0)
+        total = ops.maximum((out - 1) * stride + extent - size, 0)
     return total // 2, total - total // 2
 
 
 BN_MOMENTUM = 0.9
 
 
-@keras.utils.register_keras_serializable(package="edgesep")
+@keras.saving.register_keras_serializable(package="edgesep")
 class ConvBlock(keras.layers.Layer):
     """Convolution cell (+ optional BatchNorm, activation) that owns its time padding.
 
@@ -60,7 +97,8 @@ class ConvBlock(keras.layers.Layer):
 
     Frequency is always zero-padded 'same', so ``nb_bins_out = ceil(nb_bins / stride_f)``.
 
-    ``block(x)`` -> ``y``; ``block(frame, state=s)`` -> ``(y, new_state)`` with ``s``
+    ``block(x)`` -> ``y``; ``block([frame, s])`` -> ``y`` and ``block.next_state(frame, s)``
+    the state of the next call, with ``s``
     ``[shape=(nb_batch, state_frames, nb_bins, nb_channels_in)]`` (streaming, causal only).
     """
 
@@ -128,7 +166,7 @@ class ConvBlock(keras.layers.Layer):
         fb, fa = same_padding(
             x.shape[2], self.kernel_size[1], self.dilation_rate[1], self.strides[1]
         )
-        return tf.pad(x, [[0, 0], list(pad_time), [fb, fa], [0, 0]])
+        return ops.pad(x, [[0, 0], list(pad_time), [fb, fa], [0, 0]])
 
     def _convolve(self, x, one_frame: bool = False):
         if self.depthwise is not None:
@@ -138,11 +176,17 @@ class ConvBlock(keras.layers.Layer):
                 # STRIDED_SLICE, which TFLite's XNNPACK delegate does not take.
                 stride = self.decimate[1]
                 if not self.depthwise.built:  # a streaming graph built on new layers
-                    self.depthwise.build(x.shape)
-                x = tf.nn.depthwise_conv2d(x, self.depthwise.depthwise_kernel,
-                                           strides=(1, stride, stride, 1), padding="VALID")
+                    self.depthwise.build((None, None, *x.shape[2:]))
+                x = ops.depthwise_conv(x, self.depthwise.kernel, strides=(stride, stride),
+                                       padding="valid")
                 return self.cell(x)
-            x = self.depthwise(x)
+            if _use_shifts():
+                if not self.depthwise.built:  # time may be a traced, symbolic dimension
+                    self.depthwise.build((None, None, *x.shape[2:]))
+                x = shifted_depthwise(x, self.depthwise.kernel, self.depthwise.strides,
+                                      self.depthwise.dilation_rate)
+            else:
+                x = self.depthwise(x)
             if self.decimate != (1, 1):
                 x = x[:, :: self.decimate[0], :: self.decimate[1]]
         return self.cell(x)
@@ -152,14 +196,17 @@ class ConvBlock(keras.layers.Layer):
             y = self.bn(y, training=training)
         return self.act(y) if self.act is not None else y
 
-    def call(self, inputs, state=None, training=None):
+    def call(self, inputs, training=None):
+        state = None
+        if isinstance(inputs, (list, tuple)):
+            inputs, state = inputs
         if state is None:
             if self.causal:
                 pad_time = (self.state_frames, 0)
             else:
                 size = inputs.shape[1]
                 if size is None and self.strides[0] > 1:
-                    size = tf.shape(inputs)[1]
+                    size = ops.shape(inputs)[1]
                 elif size is None:
                     size = 0  # stride 1: the padding does not depend on the length
                 pad_time = same_padding(
@@ -168,16 +215,14 @@ class ConvBlock(keras.layers.Layer):
             return self._finish(self._convolve(self._pad(inputs, pad_time)), training)
         if not self.causal:
             raise EdgesepError(f"{self.name}: a non-causal block cannot stream")
-        x = tf.concat([state, inputs], axis=1)
-        new_state = x[:, x.shape[1] - self.state_frames :]
+        x = ops.concatenate([state, inputs], axis=1)
         one_frame = inputs.shape[1] == 1
-        return (self._finish(self._convolve(self._pad(x, (0, 0)), one_frame), training),
-                new_state)
+        return self._finish(self._convolve(self._pad(x, (0, 0)), one_frame), training)
 
-    def get_prunable_weights(self):
-        """Every kernel of the cell (tfmot prunes only the pointwise one of a separable conv)."""
-        kernels = [self.cell.kernel]
-        return kernels + ([self.depthwise.depthwise_kernel] if self.depthwise is not None else [])
+    def next_state(self, frame, state):
+        """The streaming state after ``frame``: the last :attr:`state_frames` frames of
+        ``state`` followed by ``frame`` (ops on the graph's tensors, outside the layer)."""
+        return ops.concatenate([state, frame], axis=1)[:, -self.state_frames :]
 
     def get_config(self):
         return {
@@ -199,12 +244,12 @@ XNNPACK_MAX_CONCAT = 5
 
 
 def concat_tree(xs: list, axis: int = -1):
-    """``tf.concat(xs, axis)`` as a tree of concatenations of at most
+    """``concatenate(xs, axis)`` as a tree of concatenations of at most
     :data:`XNNPACK_MAX_CONCAT` inputs (the same numbers, and the delegate runs every one)."""
     while len(xs) > XNNPACK_MAX_CONCAT:
         xs = [xs[i : i + XNNPACK_MAX_CONCAT] for i in range(0, len(xs), XNNPACK_MAX_CONCAT)]
-        xs = [tf.concat(g, axis) if len(g) > 1 else g[0] for g in xs]
-    return tf.concat(xs, axis)
+        xs = [ops.concatenate(g, axis) if len(g) > 1 else g[0] for g in xs]
+    return ops.concatenate(xs, axis)
 
 
 def repeat(x, axis: int, factor: int):
@@ -216,10 +261,10 @@ def repeat(x, axis: int, factor: int):
     (it does not take RESIZE_NEAREST_NEIGHBOR: every op it leaves out splits the streaming
     graph into another delegated partition)."""
     for p in _prime_factors(factor):
-        dims = [-1] + [x.shape[i] if x.shape[i] is not None else tf.shape(x)[i]
+        dims = [-1] + [x.shape[i] if x.shape[i] is not None else ops.shape(x)[i]
                        for i in (1, 2, 3)]
         dims[axis] = dims[axis] * p
-        x = tf.reshape(concat_tree([x] * p, axis=axis + 1), dims)
+        x = ops.reshape(concat_tree([x] * p, axis=axis + 1), dims)
     return x
 
 
@@ -233,7 +278,7 @@ def _prime_factors(n: int) -> list[int]:
     return factors
 
 
-@keras.utils.register_keras_serializable(package="edgesep")
+@keras.saving.register_keras_serializable(package="edgesep")
 class PooledBranch(keras.layers.Layer):
     """ASPP image-pooling branch: average, 1x1 block, broadcast back.
 
@@ -251,7 +296,7 @@ class PooledBranch(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         axis = [2] if self.axes == "freq" else [1, 2]
-        pooled = self.block(tf.reduce_mean(inputs, axis=axis, keepdims=True), training=training)
+        pooled = self.block(ops.mean(inputs, axis=axis, keepdims=True), training=training)
         if inputs.shape[2] is not None and (self.axes == "freq" or inputs.shape[1] is not None):
             # Broadcast back by nearest-neighbour upsampling (:func:`repeat`, as the
             # decoders upsample): a copy, so the same numbers and no weights. Not by adding
@@ -261,14 +306,14 @@ class PooledBranch(keras.layers.Layer):
             if self.axes == "global":
                 pooled = repeat(pooled, 1, int(inputs.shape[1]))
             return repeat(pooled, 2, int(inputs.shape[2]))
-        return pooled + tf.zeros_like(inputs[..., :1])
+        return pooled + ops.zeros_like(inputs[..., :1])
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "axes": self.axes,
                 "norm": self.norm}
 
 
-@keras.utils.register_keras_serializable(package="edgesep")
+@keras.saving.register_keras_serializable(package="edgesep")
 class NearestUpsample(keras.layers.Layer):
     """``UpSampling2D(size)`` (nearest neighbour, ``size = (time, frequency)``) by
     :func:`repeat`: the same numbers, and XLA and XNNPACK take it."""
@@ -319,7 +364,7 @@ class GraphBuilder:
             batch_size=self.batch_size,
             name=state_input_name(i, name),
         )
-        y, new_state = block(x, state=state)
+        y, new_state = block([x, state]), block.next_state(x, state)
         self.state_inputs.append(state)
         self.state_outputs.append(new_state)
         self.state_names.append(state_input_name(i, name))

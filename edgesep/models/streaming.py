@@ -9,10 +9,6 @@ It runs frame by frame like every exported model, through the runtime's one step
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
 from edgesep.models.coupled_unet import build_streaming_graph  # noqa: E402
 
 
