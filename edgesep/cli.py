@@ -178,7 +178,7 @@ def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes, ba
     max_seconds = None if max_minutes is None else 60 * max_minutes
     metrics = run_training(
         cfg, train_clips, val_clips, Path(out_dir), resume=resume, steps=steps,
-        max_seconds=max_seconds,
+        max_seconds=max_seconds, data_spec=spec,
     )
     click.echo(f"done: step {metrics['steps']}, best val loss {metrics['best_val_loss']}")
 

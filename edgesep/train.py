@@ -133,6 +133,7 @@ def train(
     progress: bool = True,
     max_seconds: float | None = None,
     init_weights: Path | None = None,
+    data_spec: str | None = None,
 ) -> dict:
     """Train ``cfg``'s model into ``out_dir``; returns the metrics written to metrics.json.
 
@@ -145,6 +146,9 @@ def train(
     ``init_weights`` (a ``*.weights.h5`` of this model) starts a new run from those weights
     instead of random ones: they are the run's weights until a validation beats their loss
     (step 0 of the history), and ``steps=0`` keeps them as they are. A resumed run ignores it.
+
+    ``data_spec`` (what the data was loaded from) goes into the metrics; a ``pack:FILE`` with
+    the pack's hash and contents.
     """
     from edgesep.console import import_keras
     from edgesep.console import progress as progress_bar
@@ -172,6 +176,10 @@ def train(
     nb_devices = use_data_parallel(tc.batch_size)
     kind, _ = keras_device()
     keras.utils.set_random_seed(tc.seed)
+    if backend == "tensorflow" and kind == "cpu":  # a resumed run repeats an unbroken one
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     log.info("backend %s on %s x%d%s", backend, kind, nb_devices,
              " (data parallel)" if nb_devices > 1 else "")
 
@@ -185,6 +193,12 @@ def train(
     train_set = training_set(train_clips, cfg.stft.sample_rate)
     train_data = (train_clips.summary() if isinstance(train_clips, MixtureSampler)
                   else {"dynamic_mixing": False, "clips": len(train_clips)})
+    if data_spec:
+        train_data["spec"] = data_spec
+        if data_spec.startswith("pack:"):
+            from edgesep.data.pack import read_pack
+
+            train_data["pack"] = read_pack(data_spec.partition(":")[2]).summary()
     nb_samples = excerpt_samples(cfg.stft, tc.patch_frames)
     val_batches = _validation_batches(val_clips, cfg)
 

@@ -69,12 +69,12 @@ def _keras_macs(cfg) -> int:
                 block, positions = layer, shape[1] * shape[2]
             total += int(np.prod(block.cell.kernel.shape)) * positions
             if block.depthwise is not None:
-                dw = int(np.prod(block.depthwise.depthwise_kernel.shape))
+                dw = int(np.prod(block.depthwise.kernel.shape))
                 # the streaming graph strides an undilated depthwise instead of decimating
                 strided = cfg.model.causal and block.dilation_rate == (1, 1)
                 total += dw * positions * (1 if strided else block.decimate[0] * block.decimate[1])
         elif layer.__class__.__name__ == "Conv2DTranspose":
-            shape = layer.input_shape
+            shape = layer.input.shape
             total += int(np.prod(layer.kernel.shape)) * shape[1] * shape[2]
     return total
 
@@ -99,9 +99,10 @@ def test_cost_equals_the_keras_model(name):
     nodes = trace(cfg)
     assert sorted(layer.name for layer in model.layers) == sorted(nodes)
     for layer in model.layers:
-        inbound = [lyr.name for lyr in np.atleast_1d(layer.inbound_nodes[0].inbound_layers)]
+        inbound = [t._keras_history.operation.name
+                   for t in layer._inbound_nodes[0].input_tensors]
         assert inbound == list(nodes[layer.name].inputs), layer.name
-        shape = layer.output_shape
+        shape = layer.output.shape
         assert (shape[0] if isinstance(shape, list) else shape)[-1] == \
             nodes[layer.name].shape[-1], layer.name
 
