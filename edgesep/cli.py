@@ -4,9 +4,11 @@ without it."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -42,7 +44,35 @@ def user_errors(func):
 TRAIN_MODULES = {"tensorflow", "keras", "jax", "tf2onnx", "onnx", "matplotlib"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@contextlib.contextmanager
+def one_line_usage_errors() -> Iterator[None]:
+    """A click usage error (unknown option, missing argument, bad value) as :class:`UserError`:
+    one line ``Error: ...`` and exit 2, without click's ``Usage:`` and ``Try ...`` lines. A
+    group called without its command still prints its help."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.UsageError as exc:
+        message = " ".join(exc.format_message().split())
+        if exc.ctx is not None:
+            message += f" (see: {exc.ctx.command_path} --help)"
+        raise UserError(message) from None
+
+
+class EdgesepGroup(click.Group):
+    """The top command group; every usage error below it is one ``Error:`` line."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        with one_line_usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context):
+        with one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@click.group(cls=EdgesepGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgesep")
 @click.option("-v", "--verbose", is_flag=True,
               help="Show debug messages and the libraries' own output (TensorFlow start-up "
@@ -495,8 +525,32 @@ def info(target: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(figures, indent=2))
         return
+    click.echo("\n".join(info_lines(figures)))
+
+
+def info_lines(figures: dict, indent: str = "") -> list[str]:
+    """``edgesep info``'s lines: ``key  value`` at the top, a nested dict as indented
+    ``key: value`` lines, a list as ``a, b``, ``None`` as ``-``."""
+
+    def text(value) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, list | tuple):
+            return ", ".join(text(v) for v in value) or "-"
+        if isinstance(value, dict):  # inside a list
+            return " ".join(f"{k}={text(v)}" for k, v in value.items()) or "-"
+        return str(value)
+
+    lines = []
     for key, value in figures.items():
-        click.echo(f"{key:30s} {value}")
+        if isinstance(value, dict) and value:
+            lines.append(f"{indent}{key}" + (":" if indent else ""))
+            lines += info_lines(value, indent + "  ")
+        elif indent:
+            lines.append(f"{indent}{key}: {text(value)}")
+        else:
+            lines.append(f"{key:30s} {text(value)}")
+    return lines
 
 
 @cli.command()

@@ -15,6 +15,7 @@ import html
 import json
 import os
 import platform
+import re
 import sys
 from datetime import UTC, datetime
 from importlib import metadata
@@ -199,24 +200,24 @@ def write_report(pipe) -> dict:
                                      for row in audio_rows[1]])]
     (out / "report.md").write_text("\n".join(md) + "\n")
 
-    body = [f"<h1>edgesep pipeline report</h1><p>{html.escape(intro)}</p>",
+    body = [f"<h1>edgesep pipeline report</h1><p>{inline_html(intro)}</p>",
             "<h2>Numbers</h2>", _html_table(*numbers),
             "<h2>Targets (int8, ai-edge-litert)</h2>", _html_table(*target_rows),
             "<h2>Validation gates</h2>",
             _html_table(*gates),
-            "<h2>Device (int8 on TensorFlow Lite Micro)</h2>",
+            "<h2>Device (int8 on TensorFlow Lite Micro: <code>firmware/</code>)</h2>",
             (_html_table(*device_rows) if device_rows else "")
-            + f"<p>{html.escape(device_md.split(chr(10))[-1])}</p>",
-            f"<p>Streaming vs offline (max abs, tolerance 1e-4): {html.escape(stream_line)}</p>",
+            + f"<p>{inline_html(device_md.split(chr(10))[-1])}</p>",
+            f"<p>Streaming vs offline (max abs, tolerance 1e-4): {inline_html(stream_line)}</p>",
             "<h2>Machine and software</h2>", _html_table(*machine_rows),
             "<h2>Plots</h2>"]
     body += [f'<img src="{p.relative_to(out)}" style="max-width:100%">' for p in plots]
     body += ["<h2>Audio (first test clip: float32 and int8 side by side)</h2>",
              '<p>mixture<br><audio controls src="audio/mixture.wav"></audio></p>']
     player = '<audio controls src="audio/{}.wav"></audio>'
-    body += ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in audio_rows[0])
+    body += ["<table><tr>" + "".join(f"<th>{inline_html(h)}</th>" for h in audio_rows[0])
              + "</tr>" + "".join(
-                 f"<tr><td>{html.escape(row[0])}</td>"
+                 f"<tr><td>{inline_html(row[0])}</td>"
                  + "".join(f"<td>{player.format(n)}</td>" for n in row[1:]) + "</tr>"
                  for row in audio_rows[1]) + "</table>"]
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>edgesep report</title>"
@@ -359,7 +360,15 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+    head = "".join(f"<th>{inline_html(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{inline_html(c)}</td>" for c in r) + "</tr>"
                    for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
+def inline_html(text: str) -> str:
+    """Markdown text as HTML: escaped, with inline `code` spans as ``<code>...</code>``."""
+    return _CODE_SPAN.sub(r"<code>\1</code>", html.escape(str(text)))

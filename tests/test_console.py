@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from edgesep import console
+from edgesep.cli import cli, info_lines
 
 #: What TensorFlow, XLA and LiteRT print when nothing captures them (seen on this machine).
 STARTUP = ("absl::InitializeLog", "cudart_stub", "cuInit", "oneDNN", "cpu_feature_guard",
@@ -75,6 +77,47 @@ def test_line_progress_writes_lines_not_redraws(caplog):
         stages.set_postfix_str(f"{name} done")
     assert [r.getMessage() for r in caplog.records] == [
         "export: data done (1/3)", "export: float32 done (2/3)", "export: manifest done (3/3)"]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["bench", ".", "--no-such-option"], "No such option"),
+    (["pack", "--data", "synthetic", "--out", "x.pack"], "Missing option '--max-mb'"),
+    (["bench"], "Missing argument 'MODEL_DIR'"),
+    (["bench", ".", "--hop-loop", "rust"], "'rust' is not one of 'python', 'c'"),
+    (["stream", ".", "--start", "nan"], "must be a finite number"),
+    (["no-such-command"], "No such command 'no-such-command'"),
+    (["pretrained", "lsit"], "No such command 'lsit'"),
+    (["--bogus"], "--bogus"),
+])
+def test_a_usage_error_is_one_error_line_and_exit_2(args, expected):
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
+    assert expected in lines[0] and "--help" in lines[0], lines[0]
+    assert "Usage:" not in res.output and "Traceback" not in res.output
+
+
+def test_the_entry_point_prints_one_line_and_help_still_works():
+    edgesep = [sys.executable, "-m", "edgesep.cli"]
+    done = subprocess.run([*edgesep, "bench", ".", "--hop-loop", "rust"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+    assert done.stderr.startswith("Error: Invalid value for '--hop-loop'")
+    res = CliRunner().invoke(cli, ["bench", "--help"])
+    assert res.exit_code == 0 and "Usage:" in res.output and "--hop-loop" in res.output
+
+
+def test_info_prints_lines_not_python_dicts():
+    res = CliRunner().invoke(cli, ["info", "pretrained:speech-hearing"])
+    assert res.exit_code == 0, res.output
+    assert "{'" not in res.output and "None" not in res.output, res.output
+    lines = res.output.splitlines()
+    assert "stft" in lines and "  sample_rate: 16000" in lines
+    assert "  int8:" in lines and "    file: model_int8.tflite" in lines
+    assert info_lines({"run": None, "sources": ["a", "b"], "d": {"x": None, "e": {}}}) == [
+        f"{'run':30s} -", f"{'sources':30s} a, b", "d", "  x: -", "  e: -"]
 
 
 TINY_TOML = """

@@ -200,3 +200,31 @@ def test_validate_gates_the_c_loop(tmp_path):
     assert {c["name"] for c in report["checks"]} >= {
         "sdr_drop[vocals]", "streaming_equals_offline", "p99_hop_budget[desktop]"}
     assert "c hop loop" in res.output
+
+
+def test_bench_c_loop_times_its_own_invoke_and_says_when_it_built(tmp_path, monkeypatch):
+    """``bench --hop-loop c``: the ``model`` rows are the Invoke calls the C step makes (not the
+    Python stepper); the build note only on a cold cache; p50 in the table and the JSON."""
+    from edgesep.runtime.bench import MODEL_CALLS
+    from edgesep.runtime.stepper import Stepper
+
+    monkeypatch.setenv("EDGESEP_HOP_LOOP_CACHE", str(tmp_path / "cold-cache"))
+    steps = []
+    real_step = Stepper.step
+    monkeypatch.setattr(Stepper, "step", lambda self, f: steps.append(1) or real_step(self, f))
+    args = ["bench", "pretrained:speech-hearing", "--hop-loop", "c", "--warmup", "2",
+            "--count", "30"]
+    for run, cold in (("first", True), ("again", False)):
+        res = CliRunner().invoke(cli, [*args, "--json", str(tmp_path / f"{run}.json")])
+        assert res.exit_code == 0, res.output
+        data = json.loads((tmp_path / f"{run}.json").read_text())
+        assert data["built_hop_loop"] is cold
+        assert ("C hop loop's build" in res.output) is cold, res.output
+        assert data["model_call"] == MODEL_CALLS["c"] and MODEL_CALLS["c"] in res.output
+        model, hop = data["model_steady"], data["model+dsp_steady"]
+        assert model["count"] == hop["count"] == 30  # one Invoke per hop, each timed
+        assert 0 < model["p50_us"] <= hop["p50_us"]  # the model is a part of the hop
+        header = next(ln for ln in res.output.splitlines() if ln.strip().startswith("count"))
+        assert header.split()[:7] == ["count", "min", "max", "avg", "std", "p50", "p99"]
+        assert "p50: the median hop" in res.output
+    assert steps == []  # the Python stepper never ran: not what the C loop calls

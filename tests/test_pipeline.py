@@ -103,6 +103,7 @@ def test_pipeline_interrupted_then_resumed_writes_the_report(tmp_path, tiny_toml
         assert (out / name).stat().st_size > 0, name
     html = (out / "report.html").read_text()
     assert "plots/spectrograms.png" in html and "<audio" in html
+    assert "`" not in html and "<code>" in html  # Markdown code spans converted
     assert (out / "plots" / "latency.png").stat().st_size > 0  # histograms per precision
     assert "plots/latency.png" in html
     for src in ("vocals", "accompaniment"):  # float32 and int8 side by side
@@ -252,3 +253,12 @@ def test_pipeline_from_the_pretrained_model_reports_real_separation(tmp_path, mo
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0, again.output
     assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").iterdir()} == stamps
+
+
+def test_report_html_turns_markdown_code_spans_into_code():
+    from edgesep.report import _html_table, inline_html
+
+    assert inline_html("config `edge` on <2> & `a<b`") == (
+        "config <code>edge</code> on &lt;2&gt; &amp; <code>a&lt;b</code>")
+    assert inline_html("one ` tick, no span") == "one ` tick, no span"
+    assert "<td><code>pretrained:x</code></td>" in _html_table(["a"], [["`pretrained:x`"]])

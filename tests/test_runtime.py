@@ -193,6 +193,36 @@ def test_bench_cli_json(model_dir, tmp_path):
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["model_steady"]["count"] == 20 and data["peak_rss_mb"] > 0
     assert data["model+dsp_steady"]["avg_us"] >= data["model_steady"]["min_us"]
+    assert data["model+dsp_steady"]["p50_us"] > 0 and "p50" in res.output
+
+
+def test_bench_prints_p50_rtf_from_the_median_and_misses_with_the_load(tmp_path):
+    """``bench`` (numpy hop loop, a packaged model): p50 beside p99 in the table and the JSON,
+    the real-time factor from the p50 hop (the mean one kept), misses with the load average,
+    no C build note."""
+    res = CliRunner().invoke(cli, ["bench", "pretrained:speech-hearing", "--warmup", "2",
+                                   "--count", "40", "--json", str(tmp_path / "b.json")])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "b.json").read_text())
+    steady = data["model+dsp_steady"]
+    assert 0 < steady["min_us"] <= steady["p50_us"] <= steady["p99_us"] <= steady["max_us"]
+    assert steady["real_time_factor_p50"] == pytest.approx(steady["p50_us"] / data["hop_us"])
+    assert steady["real_time_factor"] == steady["real_time_factor_mean"]
+    assert data["built_hop_loop"] is False and "C hop loop's build" not in res.output
+    assert data["model_call"].startswith("Stepper.step")
+    lines = res.output.splitlines()
+    header = next(ln for ln in lines if ln.strip().startswith("count"))
+    assert header.split()[:7] == ["count", "min", "max", "avg", "std", "p50", "p99"]
+    row = next(ln for ln in lines if ln.startswith("model+dsp_steady")).split()
+    assert float(row[6]) == pytest.approx(steady["p50_us"], abs=0.06)
+    assert any(ln.strip().startswith("p50: the median hop") and "p99: 1 hop in 100" in ln
+               for ln in lines)
+    rtf = next(ln for ln in lines if ln.startswith("hop budget"))
+    assert f"real-time factor {steady['real_time_factor_p50']:.4f} (p50 hop" in rtf
+    misses = next(ln for ln in lines if ln.startswith("deadline misses"))
+    assert f"{steady['deadline_misses']} of 40 hops" in misses
+    assert "load average" in misses and "other processes" in misses
+    assert len(data["load_average"]) == 3
 
 
 @pytest.mark.slow
@@ -367,6 +397,9 @@ def test_latency_stats_percentiles():
     assert stats.deadline_misses == int((ns > 100_000).sum())
     assert stats.std_us == pytest.approx(ns.std() / 1000, rel=1e-6)
     assert stats.real_time_factor == pytest.approx(ns.mean() / 8e6)
+    summary = stats.summary()
+    assert summary["real_time_factor_p50"] == pytest.approx(np.median(ns) / 8e6, rel=0.015)
+    assert summary["real_time_factor_mean"] == summary["real_time_factor"]
 
 
 @pytest.mark.slow

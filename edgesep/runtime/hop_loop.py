@@ -91,6 +91,12 @@ def build_library(files: dict[str, str], compiler: str = "gcc") -> Path:
     """The shared library of :func:`host_sources`' ``files``, from the cache or compiled now
     (``compiler``: ``gcc``, or a cross compiler such as ``aarch64-linux-gnu-gcc``). The
     sources lie beside it."""
+    return cached_library(files, compiler)[0]
+
+
+def cached_library(files: dict[str, str], compiler: str = "gcc") -> tuple[Path, bool]:
+    """:func:`build_library`'s library and whether this call compiled it (``False``: taken
+    from the cache)."""
     from edgesep.firmware_bridge import toolchain
 
     flags = [*toolchain.STRICT_CFLAGS, *toolchain.SHARED_FLAGS]
@@ -99,7 +105,7 @@ def build_library(files: dict[str, str], compiler: str = "gcc") -> Path:
     final = cache_dir() / digest
     library = final / f"lib{PREFIX}.so"
     if library.is_file():
-        return library
+        return library, False
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=final.parent, prefix=".build-") as tmp:
@@ -117,12 +123,16 @@ def build_library(files: dict[str, str], compiler: str = "gcc") -> Path:
     except OSError as exc:
         raise EdgesepError(f"cannot build the C hop loop in {final.parent} ({exc.strerror}; "
                            "EDGESEP_HOP_LOOP_CACHE names another folder)") from None
-    return library
+    return library, True
 
 
 class CompiledStreamer:
     """:class:`edgesep.runtime.stream.Streamer`'s interface on the C framer: ``hop`` samples
-    in, ``{source: hop samples}`` out (new arrays, as the Python streamer's)."""
+    in, ``{source: hop samples}`` out (new arrays, as the Python streamer's).
+
+    :attr:`built_library`: whether opening it compiled the C library (a cache miss);
+    :attr:`model_latency` times the model's ``Invoke`` as the C step calls it, once per hop.
+    """
 
     def __init__(self, manifest: Manifest, stepper: Stepper,
                  library: Path | None = None) -> None:
@@ -139,8 +149,10 @@ class CompiledStreamer:
         self.hop = self.cfg.hop
         self.sources = manifest.sources
         self.stepper = stepper
+        self.built_library = False
         if library is None:
-            library = build_library(host_sources(manifest, stepper.artefact.key))
+            library, self.built_library = cached_library(host_sources(manifest,
+                                                                      stepper.artefact.key))
         try:
             self.framer = HostFramer(library, library.parent, PREFIX)
         except OSError as exc:  # e.g. a cache on a noexec mount, or a file removed from it
