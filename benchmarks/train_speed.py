@@ -3,6 +3,8 @@ real batches; with ``--before COMMIT`` also the trainer of that commit (tf_keras
 same rounds.
 
     python benchmarks/train_speed.py --batches 8x64 64x128 --rounds 2 --before 0623015
+    python benchmarks/train_speed.py --variants jax-shifts jax-native --batches 64x128 256x128
+        # on a GPU machine (no TensorFlow there): the step on its device
 
 Each (batch, variant) runs in its own process, one thread, on batches mixed from the
 speech-in-noise training split (dynamic mixing, as the `speech` config trains). A process
@@ -39,6 +41,9 @@ import numpy as np
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("tensorflow-native", "tensorflow-shifts", "jax-native", "jax-shifts")
+#: Batches of more frames than this skip the :data:`SLOW` variants (minutes per step here).
+LARGE = 2048
+SLOW = ("tensorflow-shifts", "jax-native")
 #: One thread for each backend's compute.
 ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
@@ -53,7 +58,7 @@ def child(variant: str, data: str, batch: int, frames: int, steps: int) -> dict:
     from edgesep.data import load_training_data
     from edgesep.models import build_model
     from edgesep.models.layers import set_depthwise_form
-    from edgesep.train import compiled_trainer
+    from edgesep.train import compiled_trainer, keras_device
     from edgesep.training_data import excerpt_samples, training_set
 
     set_depthwise_form(variant.split("-")[1])
@@ -76,8 +81,9 @@ def child(variant: str, data: str, batch: int, frames: int, steps: int) -> dict:
     for b in batches[2:]:
         float(trainer.train_on_batch(b))
     step_ms = 1e3 * (time.perf_counter() - t) / steps
+    kind, count = keras_device()
     return {"batch_ms": batch_ms, "step_ms": step_ms, "warmup_s": warmup_s,
-            "parameters": int(model.count_params())}
+            "parameters": int(model.count_params()), "device": f"{kind} x{count}"}
 
 
 def run_child(cmd: list[str], env: dict, cwd: Path) -> dict:
@@ -121,6 +127,9 @@ def main() -> None:
         print(json.dumps(child(args.child, args.data, args.batch, args.frames, args.steps)))
         return
 
+    kind, _, path = args.data.partition(":")
+    if path:  # the `before` worktree runs in another folder
+        args.data = f"{kind}:{Path(path).resolve()}"
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.batches]
     variants = list(args.variants) + (["before"] if args.before else [])
     base_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", **ONE_THREAD)
@@ -128,6 +137,8 @@ def main() -> None:
     for r in range(args.rounds):
         for batch, frames in shapes:
             for variant in variants:
+                if batch * frames > LARGE and variant in SLOW:
+                    continue
                 sizes = ["--batch", str(batch), "--frames", str(frames), "--steps",
                          str(args.steps), "--data", args.data]
                 if variant == "before":
@@ -149,15 +160,16 @@ def main() -> None:
     for (batch, frames, variant), results in runs.items():
         med = {k: float(np.median([x[k] for x in results]))
                for k in ("step_ms", "batch_ms", "warmup_s")}
-        ref = runs.get((batch, frames, "tensorflow-native"))
+        ref = runs.get((batch, frames, "tensorflow-native"))  # absent on a GPU machine
         base = float(np.median([x["step_ms"] for x in ref])) if ref else med["step_ms"]
         rows.append({"batch": batch, "frames": frames, "variant": variant, **med,
+                     "device": results[0].get("device", "cpu x1"),
                      "x_tensorflow_native": base / med["step_ms"],
                      "parameters": results[0]["parameters"]})
     report = {"command": " ".join(["train_speed.py", *sys.argv[1:]]),
               "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, {platform.platform()}",
               "load_average_end": [round(x, 2) for x in os.getloadavg()],
-              "steps": args.steps, "rounds": args.rounds, "device": "cpu", "rows": rows}
+              "steps": args.steps, "rounds": args.rounds, "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "train_speed.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
@@ -170,13 +182,16 @@ def main() -> None:
         "compiling ones. *host ms*: the host's share of a batch (Keras 3 variants: slicing "
         "waveforms; `before`: numpy STFTs and features); *step ms*: the compiled step "
         "(Keras 3 variants: mixing and STFT on the device too). No GPU was lent to this "
-        "session: CPU only.",
+        f"session: CPU only. Batches over {LARGE} frames skip {', '.join(SLOW)} (4-6x slower "
+        "at 8 x 64 already).",
         "",
-        "| batch x frames | variant | step ms | x tensorflow-native | host ms | compile s |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| batch x frames | variant | device | step ms | x tensorflow-native | host ms "
+        "| compile s |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        lines.append(f"| {r['batch']} x {r['frames']} | {r['variant']} | {r['step_ms']:.0f} | "
+        lines.append(f"| {r['batch']} x {r['frames']} | {r['variant']} | {r['device']} | "
+                     f"{r['step_ms']:.0f} | "
                      f"{r['x_tensorflow_native']:.2f} | {r['batch_ms']:.1f} | "
                      f"{r['warmup_s']:.1f} |")
     (RESULTS / "train_speed.md").write_text("\n".join(lines) + "\n")
