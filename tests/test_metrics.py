@@ -119,8 +119,8 @@ def test_cli_bad_data_is_a_one_line_error() -> None:
     result = CliRunner().invoke(cli, ["evaluate", "--oracle", "irm", "--data", "nope:x"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        "Error: unknown data spec 'nope:x' (expected synthetic, synthetic:N, mir1k:PATH or "
-        "mixtures:PATH)"
+        "Error: unknown data spec 'nope:x' (expected synthetic, synthetic:N, mir1k:PATH, "
+        "mixtures:PATH or pack:FILE)"
     ]
     result = CliRunner().invoke(cli, ["evaluate", "--data", "synthetic"])
     assert result.exit_code == 2 and "give a RUN and/or --oracle" in result.output
