@@ -15,7 +15,6 @@ import os
 import tempfile
 
 from edgesep.export.quantize import configure
-from edgesep.models.coupled_unet import input_names
 
 SIGNATURE = "serving_default"
 
@@ -24,6 +23,8 @@ def serving_function(smodel, concrete: bool = True):
     """The streaming model as a ``tf.function`` with named batch-1 inputs and dict outputs
     (its concrete function, or ``(function, input specs)`` with ``concrete=False``)."""
     import tensorflow as tf
+
+    from edgesep.models.coupled_unet import input_names
 
     names = input_names(smodel)
     specs = [
