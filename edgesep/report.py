@@ -1,7 +1,9 @@
-"""The pipeline's report: ``report.md`` and ``report.html`` with the numbers table, every
-validation gate with its measured value and threshold, the machine and software it ran on
-(provenance), per-hop latency histograms per precision, spectrogram plots (PNG) and the
-float32 and int8 separations side by side (audio).
+"""The pipeline's report: ``report.md`` and ``report.html`` with the gates' verdict (why each
+failed check failed), the numbers table, every validation gate with its measured value and
+threshold, the latency gates' CPU time beside the wall clock and the load, the pruning's own
+SDR change (measured, not gated), the machine and software it ran on (provenance), per-hop
+latency histograms per precision, spectrogram plots (PNG) and the float32 and int8
+separations side by side (audio).
 
 Every number comes from what the individual commands compute for the same artefacts: sizes,
 parameters and MACs from ``manifest.json`` (``edgesep info``), SDR and gates from
@@ -37,14 +39,14 @@ def numbers_table(pipe) -> tuple[list[str], list[list[str]]]:
               "model µs p50 / p99", "model+DSP µs p50 / p99", "latency (ms)"]
     val = pipe.results["validate"]
     rows = []
-    ref = None
+    # the Keras run: the unpruned exports' reference (the pruned one's is its own float32)
+    ref = val["scores"]["export/float32/litert"]["reference"]
     for export, precision, backend in ROWS:
         manifest = json.loads((pipe.out / export / "manifest.json").read_text())
         key = precision if backend == "litert" else f"onnx_{precision}"
         art = manifest["artefacts"][key]
         scores = val["scores"][f"{export}/{precision}/{backend}"]
         bench = val["bench"][f"{export}/{precision}/{backend}"]
-        ref = scores["reference"]
         sdr = {s: v["GSDR"] for s, v in scores["export"].items()}
         drop = np.mean([ref[s]["GSDR"] - sdr[s] for s in sdr])
         m, d = bench["model_steady"], bench["model+dsp_steady"]
@@ -100,6 +102,10 @@ def targets_table(pipe) -> tuple[list[str], list[list[str]]]:
         if latency.get("estimated"):
             per_hop = f"{latency['estimated_hop_us']:.0f} (estimate)"
             instructions, method = f"{latency['instructions_per_hop']:,.0f}", latency["method"]
+        elif latency.get("measured") and "median_cpu_p99_us" in latency:
+            per_hop = (f"{latency['median_cpu_p50_us']:.0f} p50 / "
+                       f"{latency['median_cpu_p99_us']:.0f} p99 (CPU time)")
+            instructions, method = "", "timed on the target (CPU time gated)"
         elif latency.get("measured"):
             per_hop = f"{latency['median_p50_us']:.0f} p50 / {latency['median_p99_us']:.0f} p99"
             instructions, method = "", "timed on the target"
@@ -109,6 +115,57 @@ def targets_table(pipe) -> tuple[list[str], list[list[str]]]:
                      f"{report['scores']['export']['vocals']['GSDR']:.2f}", instructions,
                      per_hop, method])
     return header, rows
+
+
+def verdict_section(pipe) -> tuple[str, list[str]]:
+    """The gates' verdict: a sentence and, per failed check, why (value against threshold)."""
+    from edgesep.pipeline.verdict import load_reports, verdict
+
+    gates = pipe.results["validate"]["gates"]
+    result = verdict(load_reports(pipe.out / "validate", gates))
+    if result.passed:
+        return (f"All {result.total} validation gates passed (`edgesep pipeline` exits 0).", [])
+    return (f"{len(result.failed)} of {result.total} validation gates FAILED "
+            f"(`edgesep pipeline` exits 1): {', '.join(f'`{g}`' for g in result.failed)}. "
+            "Why:", [f"`{gate}` {why}" for gate, why in result.reasons()])
+
+
+def latency_table(pipe) -> tuple[list[str], list[list[str]]]:
+    """Per timed gate: the hop's own CPU time (what its latency checks judge) beside the wall
+    clock, its deadline misses and the machine's load (reported, not gated)."""
+    header = ["gate", "CPU time µs p50 / p99 (gated)", "wall clock µs p50 / p99",
+              "wall-clock deadline misses", "load average (1 / 5 / 15 min)", "CPUs", "clock"]
+    rows = []
+    for name in pipe.results["validate"]["gates"]:
+        lat = json.loads((pipe.out / "validate" / f"{name}.json").read_text())["latency"]
+        if not lat.get("measured") or "median_cpu_p99_us" not in lat:
+            continue
+        load = lat.get("load_average")
+        rows.append([name, f"{lat['median_cpu_p50_us']:.0f} / {lat['median_cpu_p99_us']:.0f}",
+                     f"{lat['median_p50_us']:.0f} / {lat['median_p99_us']:.0f}",
+                     f"{lat['deadline_misses']} of {lat['hops']} over "
+                     f"{lat['deadline_us']:.0f} µs",
+                     " / ".join(f"{v:.2f}" for v in load) if load else "unknown",
+                     str(lat.get("cpus")), lat["cpu_clock"]])
+    return header, rows
+
+
+def pruning_note(pipe) -> str:
+    """The pruning's own SDR change (measured by the export, not gated) and what is gated."""
+    manifest = json.loads((pipe.out / "export-pruned" / "manifest.json").read_text())
+    pruning = manifest.get("pruning")
+    if not pruning:
+        return "The pruned export records no pruning figures."
+    before, after = pruning["sdr_before_db"], pruning["sdr_after_db"]
+    return (f"`export-pruned`: {pruning['target']:.0%} of the channels removed, "
+            f"{pruning['steps']} distilled fine-tuning steps. SDR of the Keras float model on "
+            f"the export's accuracy-check clips: {before:.2f} dB before pruning, {after:.2f} dB "
+            f"after ({after - before:+.2f} dB; `export-pruned/manifest.json`, `pruning`). "
+            "Measured, not gated: after the demo's short training and fine-tuning it says "
+            "little about what pruning costs a fully trained model. The gate "
+            "`export-pruned-int8-litert-desktop` judges the pruned int8 export against the "
+            "pruned float32 model (the quantisation); the Numbers table's drop vs Keras shows "
+            "both together.")
 
 
 def _value(number, unit: str) -> str:
@@ -186,9 +243,21 @@ def write_report(pipe) -> dict:
     stream_line = ", ".join(f"{k}: {v:.1e}" for k, v in stream.items())
 
     device_md, device_rows = device_section(pipe)
-    md = ["# edgesep pipeline report", "", intro, "", "## Numbers", "", _md_table(*numbers), "",
+    verdict_text, reasons = verdict_section(pipe)
+    latency = latency_table(pipe)
+    latency_text = ("Latency gates (`p99_hop_budget`, `real_time_factor`) judge the hop's own "
+                    "CPU time, which another process taking the CPU does not change; the wall "
+                    "clock, its deadline misses and the machine's load are reported here, not "
+                    "gated.")
+    pruning = pruning_note(pipe)
+    md = ["# edgesep pipeline report", "", f"**Verdict**: {verdict_text}", "",
+          *[f"- {r}" for r in reasons], *([""] if reasons else []),
+          intro, "", "## Numbers", "", _md_table(*numbers), "",
+          "## Pruning (measured, not gated)", "", pruning, "",
           "## Targets (int8, ai-edge-litert)", "", _md_table(*target_rows), "",
           "## Validation gates", "", _md_table(*gates), "",
+          "### Latency: CPU time (gated) and wall clock (reported)", "", latency_text, "",
+          _md_table(*latency), "",
           "## Device (int8 on TensorFlow Lite Micro: `firmware/`)", "", device_md, "",
           f"Streaming vs offline (max abs, tolerance 1e-4): {stream_line}.", "",
           "## Machine and software", "", _md_table(*machine_rows), "",
@@ -200,11 +269,18 @@ def write_report(pipe) -> dict:
                                      for row in audio_rows[1]])]
     (out / "report.md").write_text("\n".join(md) + "\n")
 
-    body = [f"<h1>edgesep pipeline report</h1><p>{inline_html(intro)}</p>",
+    reasons_html = ("<ul>" + "".join(f"<li>{inline_html(r)}</li>" for r in reasons) + "</ul>"
+                    if reasons else "")
+    body = ["<h1>edgesep pipeline report</h1>",
+            f"<p><strong>Verdict</strong>: {inline_html(verdict_text)}</p>{reasons_html}",
+            f"<p>{inline_html(intro)}</p>",
             "<h2>Numbers</h2>", _html_table(*numbers),
+            "<h2>Pruning (measured, not gated)</h2>", f"<p>{inline_html(pruning)}</p>",
             "<h2>Targets (int8, ai-edge-litert)</h2>", _html_table(*target_rows),
             "<h2>Validation gates</h2>",
             _html_table(*gates),
+            "<h3>Latency: CPU time (gated) and wall clock (reported)</h3>",
+            f"<p>{inline_html(latency_text)}</p>", _html_table(*latency),
             "<h2>Device (int8 on TensorFlow Lite Micro: <code>firmware/</code>)</h2>",
             (_html_table(*device_rows) if device_rows else "")
             + f"<p>{inline_html(device_md.split(chr(10))[-1])}</p>",
@@ -225,7 +301,8 @@ def write_report(pipe) -> dict:
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;"
             "text-align:right}</style></head><body>" + "\n".join(body) + "</body></html>")
     (out / "report.html").write_text(page)
-    return {"report": str(out / "report.html"), "plots": [str(p) for p in plots]}
+    return {"report": str(out / "report.html"), "plots": [str(p) for p in plots],
+            "verdict": verdict_text}
 
 
 def device_section(pipe) -> tuple[str, tuple[list[str], list[list[str]]] | None]:

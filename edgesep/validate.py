@@ -4,7 +4,10 @@ Each check has a name, a threshold and a measured value; the export passes when 
 does. Accuracy: the exported model and the reference (a run's Keras model, or another
 export's float32 model) separate the same clips; the drop is the reference's length-weighted
 SDR minus the export's, per source. Latency: per-hop time (streaming DSP + model) measured on
-the target itself, in several rounds, gated on the median of the per-round p99.
+the target itself, in several rounds, gated on the median of the per-round p99 of the hop's own
+CPU time (the thread's, or the process's when the model runs more threads), so that another
+process taking the CPU cannot fail the gate; the wall-clock p50/p99 and deadline misses are
+reported beside the machine's load average, not gated.
 
 A Raspberry Pi target validated on another machine runs under emulation (qemu-user with the
 aarch64 kernels, :mod:`edgesep.targets.emulator`): its accuracy is scored on its own outputs,
@@ -24,7 +27,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import platform
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -44,6 +49,7 @@ from edgesep.runtime import (
     separate_file,
 )
 from edgesep.runtime.backends import backend_format
+from edgesep.runtime.latency import load_average
 from edgesep.runtime.stream import STREAM_TOLERANCE, open_streamer, streaming_difference
 from edgesep.targets import TargetProfile
 
@@ -330,53 +336,96 @@ def _stream_check(report, streamer: Streamer, clip: Clip) -> None:
 
 def measure_latency(streamer: Streamer, audio: np.ndarray, rounds: int = LATENCY_ROUNDS,
                     hops: int = LATENCY_HOPS) -> dict:
-    """Per-hop time (DSP + model) over ``rounds`` rounds of ``hops`` hops of ``audio``: the
-    per-round p99 and real-time factor, and their medians (what the gates decide on)."""
+    """Per-hop time (DSP + model) over ``rounds`` rounds of ``hops`` hops of ``audio``.
+
+    Per round and as medians over the rounds: the p50/p99 and real-time factor of the hop's
+    own CPU time (``cpu_*``: what the gates decide on, clock in ``cpu_clock``) and of the wall
+    clock (``p50_us``, ``p99_us``, ``real_time_factor``; ``deadline_misses`` of the hop), with
+    the load average and CPU count at the end. ``other_threads_cpu_us_per_hop``: CPU time the
+    process spent on other threads meanwhile (near 0 when the thread clock covers the model).
+    """
     hop = streamer.hop
     nb = max(1, len(audio) // hop)
     chunks = np.asarray(audio[: nb * hop], np.float32).reshape(nb, hop)
     per_round = []
+    thread_ns = process_ns = 0
     for _ in range(rounds):
         streamer.reset()
-        streamer.latency.reset()
-        streamer.model_latency.reset()
+        for stats in (streamer.latency, streamer.cpu_latency, streamer.model_latency):
+            stats.reset()
+        t0, p0 = time.thread_time_ns(), time.process_time_ns()
         for i in range(hops):
             streamer.process_chunk(chunks[i % nb])
-        stats = streamer.latency.summary()
-        per_round.append({"p99_us": stats["p99_us"], "p50_us": stats["p50_us"],
-                          "real_time_factor": stats["real_time_factor"],
+        thread_ns += time.thread_time_ns() - t0
+        process_ns += time.process_time_ns() - p0
+        wall, cpu = streamer.latency.summary(), streamer.cpu_latency.summary()
+        per_round.append({"cpu_p99_us": cpu["p99_us"], "cpu_p50_us": cpu["p50_us"],
+                          "cpu_real_time_factor": cpu["real_time_factor"],
+                          "p99_us": wall["p99_us"], "p50_us": wall["p50_us"],
+                          "real_time_factor": wall["real_time_factor"],
+                          "deadline_misses": wall["deadline_misses"],
                           "model_p99_us": streamer.model_latency.summary()["p99_us"]})
+
+    def median(key: str) -> float:
+        return float(np.median([r[key] for r in per_round]))
+
     return {
-        "rounds": per_round, "hops_per_round": hops,
-        "median_p99_us": float(np.median([r["p99_us"] for r in per_round])),
-        "median_p50_us": float(np.median([r["p50_us"] for r in per_round])),
-        "median_real_time_factor": float(np.median([r["real_time_factor"] for r in per_round])),
-        "median_model_p99_us": float(np.median([r["model_p99_us"] for r in per_round])),
+        "rounds": per_round, "hops_per_round": hops, "cpu_clock": streamer.cpu_clock_name,
+        "median_cpu_p99_us": median("cpu_p99_us"), "median_cpu_p50_us": median("cpu_p50_us"),
+        "median_cpu_real_time_factor": median("cpu_real_time_factor"),
+        "median_p99_us": median("p99_us"), "median_p50_us": median("p50_us"),
+        "median_real_time_factor": median("real_time_factor"),
+        "median_model_p99_us": median("model_p99_us"),
+        "deadline_us": streamer.latency.deadline_ns / 1000.0,
+        "deadline_misses": sum(r["deadline_misses"] for r in per_round),
+        "hops": rounds * hops,
+        "other_threads_cpu_us_per_hop": max(process_ns - thread_ns, 0) / (rounds * hops) / 1000,
+        "load_average": load_average(), "cpus": os.cpu_count(),
     }
+
+
+def wall_clock_note(latency: dict) -> str:
+    """The wall-clock figures a latency check reports but does not gate, with the load."""
+    load = latency.get("load_average")
+    where = (f"load average {load[0]:.2f} (1 min) on {latency.get('cpus')} CPUs" if load
+             else f"load average unknown, {latency.get('cpus')} CPUs")
+    return (f"wall clock, reported, not gated: p50 {latency['median_p50_us']:.0f} µs, "
+            f"p99 {latency['median_p99_us']:.0f} µs, {latency['deadline_misses']} of "
+            f"{latency['hops']} hops over the {latency['deadline_us'] / 1000:g} ms deadline "
+            f"({where}; other processes' time counts there)")
 
 
 def _latency_checks(report, streamer: Streamer, profile: TargetProfile, max_p99_ms,
                     audio: np.ndarray) -> None:
+    """Gate the hop's own CPU time (see :func:`measure_latency`); the wall clock goes into
+    ``report.latency`` and each check's detail."""
     measured = measure_latency(streamer, audio)
-    report.latency = {"measured": True, "machine": platform.platform(),
+    report.latency = {"measured": True, "gated_on": "cpu_time",
+                      "machine": platform.platform(),
                       "processor": platform.processor() or platform.machine(), **measured}
     hop_ms = 1000.0 * streamer.hop / streamer.cfg.sample_rate
-    p99_ms = measured["median_p99_us"] / 1000.0
+    p99_ms = measured["median_cpu_p99_us"] / 1000.0
     budget = hop_ms * profile.hop_budget
-    how = (f"median over {len(measured['rounds'])} rounds of {measured['hops_per_round']} hops "
-           f"of the per-round p99, measured on {profile.name}")
+    clock = measured["cpu_clock"]
+    how = (f"judges CPU time: {clock} per hop (DSP + model), median over "
+           f"{len(measured['rounds'])} rounds of {measured['hops_per_round']} hops of the "
+           f"per-round p99, measured on {profile.name}")
+    wall = wall_clock_note(report.latency)
     report.checks.append(Check(
         f"p99_hop_budget[{profile.name}]", p99_ms <= budget, round(p99_ms, 4), budget, "ms",
-        f"{how}; budget {profile.hop_budget:.0%} of the {hop_ms:g} ms hop",
+        f"{how}; budget {profile.hop_budget:.0%} of the {hop_ms:g} ms hop; {wall}",
     ))
-    rtf = measured["median_real_time_factor"]
+    rtf = measured["median_cpu_real_time_factor"]
     report.checks.append(Check(
         f"real_time_factor[{profile.name}]", rtf <= profile.hop_budget, round(rtf, 5),
-        profile.hop_budget, "x", "compute time / audio time, median over the rounds",
+        profile.hop_budget, "x",
+        f"judges CPU time: {clock} / audio time, median over the rounds; wall-clock factor "
+        f"{measured['median_real_time_factor']:.4f} (reported, not gated)",
     ))
     if max_p99_ms is not None:
         report.checks.append(Check(
-            "p99_ms", p99_ms <= max_p99_ms, round(p99_ms, 4), max_p99_ms, "ms", how))
+            "p99_ms", p99_ms <= max_p99_ms, round(p99_ms, 4), max_p99_ms, "ms",
+            f"--max-p99-ms on CPU time, not the wall clock: {how}; {wall}"))
 
 
 def write_json(report: ValidationReport, path: str | Path) -> None:
@@ -426,7 +475,8 @@ def run_method(report: ValidationReport) -> str:
     if lat.get("estimated"):
         how = lat["method"]
     elif lat.get("measured"):
-        how = "timed on the target"
+        how = ("timed on the target, gated on the hop's own CPU time (wall-clock misses "
+               "reported with the load, not gated)")
     else:
         how = lat.get("why", "not measured")
     return f"outputs {where}; {report.hop_loop} hop loop; latency {how}."

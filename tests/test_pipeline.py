@@ -91,6 +91,11 @@ def test_pipeline_interrupted_then_resumed_writes_the_report(tmp_path, tiny_toml
     result = subprocess.run(_pipeline_cmd(out, tiny_toml, 12), env=env, capture_output=True,
                             text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-2000:]
+    # the last line: the verdict on every gate the validate stage ran, and the report's path
+    gates = json.loads((out / "stages" / "validate.json").read_text())["summary"]["gates"]
+    assert len(gates) >= 4 and all(g["passed"] for g in gates.values()), gates
+    verdict = f"verdict: all {len(gates)} gates passed; report: {out / 'report.html'}"
+    assert result.stdout.splitlines()[-1] == verdict, result.stdout[-2000:]
     assert "[train] up to date, skipped" in result.stderr
     _quiet(result.stderr + result.stdout)
     for stage in ("export", "stream_check", "validate", "firmware", "report"):  # every stage
@@ -134,12 +139,31 @@ def test_pipeline_interrupted_then_resumed_writes_the_report(tmp_path, tiny_toml
     assert (out / "firmware" / "edgesep_framer.c").is_file()
     pruned = json.loads((out / "export-pruned" / "manifest.json").read_text())
     assert pruned["parameters"] < manifest["parameters"]
+    # the pruned int8 export is gated on its quantisation (against the pruned float32 model);
+    # the pruning's own SDR change is shown, not gated
+    pruned_gate = json.loads((out / "validate" / "export-pruned-int8-litert-desktop.json")
+                             .read_text())
+    assert pruned_gate["reference"] == str(out / "export-pruned")
+    assert gate["reference"] == str(out / "run")
+    before, after = pruned["pruning"]["sdr_before_db"], pruned["pruning"]["sdr_after_db"]
+    assert "## Pruning (measured, not gated)" in md
+    assert f"{before:.2f} dB before pruning, {after:.2f} dB after ({after - before:+.2f} dB" in md
+    # the verdict in the report; the latency gates judge CPU time, the wall clock beside
+    assert f"**Verdict**: All {len(gates)} validation gates passed" in md
+    lat = gate["latency"]
+    assert lat["gated_on"] == "cpu_time" and len(lat["load_average"]) == 3
+    p99 = next(c for c in gate["checks"] if c["name"] == "p99_hop_budget[desktop]")
+    assert p99["measured"] == round(lat["median_cpu_p99_us"] / 1000, 4)
+    assert (f"| export-int8-litert-desktop | {lat['median_cpu_p50_us']:.0f} / "
+            f"{lat['median_cpu_p99_us']:.0f} | {lat['median_p50_us']:.0f} / "
+            f"{lat['median_p99_us']:.0f} | {lat['deadline_misses']} of {lat['hops']} over") in md
 
     # a second run skips every stage; a damaged output re-runs only its stage
     (out / "report.html").write_text("damaged")
     again = CliRunner().invoke(cli, ["pipeline", "--out", str(out), "--config", str(tiny_toml),
                                      "--data", "synthetic:4", "--steps", "12"])
     assert again.exit_code == 0, again.output
+    assert again.stdout.splitlines()[-1] == verdict
     assert (out / "report.html").read_text() != "damaged"
 
 
@@ -230,6 +254,7 @@ def test_pipeline_from_the_pretrained_model_reports_real_separation(tmp_path, mo
             "--data", f"mixtures:{data_root}"]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[-1].startswith("verdict: all "), res.stdout
     card = pretrained.card(PRETRAINED)
     weights = pretrained.weights(PRETRAINED)
     assert (out / "run" / "model.weights.h5").read_bytes() == weights.read_bytes()
@@ -253,6 +278,57 @@ def test_pipeline_from_the_pretrained_model_reports_real_separation(tmp_path, mo
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0, again.output
     assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").iterdir()} == stamps
+
+
+@pytest.fixture(scope="module")
+def gate_reports(tmp_path_factory, data_spec) -> tuple[Path, dict]:
+    """Two real validate runs of the packaged hearing model (float32) against itself, recorded
+    by the pipeline's ``_record_gate``: one passing, one failing its latency checks for real
+    (a hop budget of a millionth of the hop)."""
+    from edgesep import pretrained
+    from edgesep import validate as gate
+    from edgesep.data import load_clips
+    from edgesep.pipeline import _record_gate
+
+    model = pretrained.folder("speech-hearing")
+    clips = load_clips(data_spec, "val", sample_rate=16000, limit=1)
+    out = tmp_path_factory.mktemp("validate")
+    summary: dict = {"gates": {}}
+    for stem, budget in (("hearing-float32-litert-desktop", None),
+                         ("hearing-float32-litert-tight", 1e-6)):
+        report = gate.validate(model, model, clips, precision="float32", hop_budget=budget)
+        _record_gate(report, stem, out, summary)
+    return out, summary
+
+
+def test_verdict_line_from_the_gates_reports(gate_reports):
+    from edgesep.pipeline.verdict import load_reports, verdict
+
+    out, summary = gate_reports
+    reports = load_reports(out, summary["gates"])
+    assert [g["passed"] for g in summary["gates"].values()] == [True, False]
+
+    one = verdict({"hearing-float32-litert-desktop": reports["hearing-float32-litert-desktop"]})
+    assert one.passed and one.reasons() == []
+    assert one.line("r/report.html") == "verdict: all 1 gate passed; report: r/report.html"
+
+    both = verdict(reports)
+    assert not both.passed and both.total == 2
+    assert both.failed == ["hearing-float32-litert-tight"]
+    failed = summary["gates"]["hearing-float32-litert-tight"]["failed"]
+    assert failed == ["p99_hop_budget[desktop]", "real_time_factor[desktop]"]
+    assert both.line(Path("r/report.html")) == (
+        "verdict: 1 of 2 gates FAILED (hearing-float32-litert-tight: p99_hop_budget[desktop], "
+        "real_time_factor[desktop]); report: r/report.html")
+    # why: each failed check's value against its threshold, and its detail
+    checks = {c["name"]: c for c in reports["hearing-float32-litert-tight"]["checks"]}
+    reasons = both.reasons()
+    assert [gate for gate, _ in reasons] == ["hearing-float32-litert-tight"] * 2
+    for (_, why), name in zip(reasons, failed, strict=True):
+        c = checks[name]
+        assert why.startswith(f"{name}: measured {c['measured']:.4g} {c['unit']}, threshold "
+                              f"{c['threshold']:.4g} {c['unit']} (")
+        assert "judges CPU time" in why
 
 
 def test_report_html_turns_markdown_code_spans_into_code():

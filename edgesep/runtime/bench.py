@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesep.runtime.latency import LatencyStats
+from edgesep.runtime.latency import LatencyStats, load_average
 from edgesep.runtime.stream import open_streamer
 
 PHASES = ("model_warmup", "model_steady", "model+dsp_warmup", "model+dsp_steady")
@@ -35,13 +35,6 @@ def _timed(fn: Callable[[int], object], n: int, hop_ns: int) -> LatencyStats:
         fn(i)
         stats.add(time.perf_counter_ns() - s)
     return stats
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):  # not on every platform
-        return None
 
 
 def benchmark(
@@ -93,7 +86,7 @@ def benchmark(
             if phase == "steady":
                 results[f"{label}_{phase}"]["histogram"] = stats.histogram()
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    results["load_average"] = _load_average()  # 1, 5 and 15 minutes
+    results["load_average"] = load_average()  # 1, 5 and 15 minutes
     results["cpus"] = os.cpu_count()
     return results
 

@@ -1,9 +1,16 @@
 """Per-hop timing with O(1) memory: running count/min/max/mean/std (as TFLite's
-``benchmark_model`` prints) plus a log-spaced histogram (1 % wide bins) for percentiles."""
+``benchmark_model`` prints) plus a log-spaced histogram (1 % wide bins) for percentiles.
+
+:func:`cpu_clock` picks the clock of a hop's own CPU time: the wall clock counts the time other
+processes hold the CPU, this one does not (the latency gates judge it, :mod:`edgesep.validate`).
+"""
 
 from __future__ import annotations
 
 import math
+import os
+import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -11,6 +18,31 @@ _FIRST_US = 0.1  # lower edge of the first histogram bin, µs
 _GROWTH = 1.01
 _NB_BINS = 2400  # 0.1 µs .. ~2.3e9 µs
 _PER_LOG_GROWTH = 1.0 / math.log(_GROWTH)
+
+
+def cpu_clock(backend) -> tuple[Callable[[], int], str]:
+    """The CPU-time clock (ns) for hops that run ``backend``, and what it counts.
+
+    An exported model on one interpreter thread runs on the hop's own thread:
+    ``time.thread_time_ns``. A model on more threads (``threads > 1``, or the Keras reference on
+    TensorFlow's thread pools): ``time.process_time_ns``, every thread of the process (so other
+    work in the process counts too).
+    """
+    threads = getattr(backend, "threads", 1)
+    if threads == 1 and getattr(backend, "format", None) is not None:
+        return time.thread_time_ns, ("thread CPU time (the hop's thread also runs the model, "
+                                     "one interpreter thread)")
+    why = (f"{threads} interpreter threads" if threads != 1
+           else f"the {getattr(backend, 'name', 'model')} backend runs its own thread pools")
+    return time.process_time_ns, f"process CPU time ({why}: every thread of the process counts)"
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages (``None`` where the platform has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 class LatencyStats:

@@ -26,12 +26,13 @@ from edgesep.dsp import (
     stft,
 )
 from edgesep.errors import EdgesepError
-from edgesep.runtime.latency import LatencyStats
+from edgesep.runtime.latency import LatencyStats, cpu_clock
 from edgesep.runtime.stepper import Stepper
 
 
 class Streamer:
-    """Separate a stream one hop at a time; per-hop timing in :attr:`latency` (DSP + model)
+    """Separate a stream one hop at a time; per-hop timing in :attr:`latency` (DSP + model,
+    wall clock), :attr:`cpu_latency` (the same, the hop's own CPU time: :attr:`cpu_clock_name`)
     and :attr:`model_latency` (model alone). Memory does not grow with the stream length.
 
     The spectrum, the full-band masks and the masked spectra live in buffers kept from hop to
@@ -53,6 +54,8 @@ class Streamer:
         hop_ns = round(1e9 * self.hop / self.cfg.sample_rate)
         self.latency = LatencyStats(deadline_ns=hop_ns, audio_ns_per_call=hop_ns)
         self.model_latency = LatencyStats(deadline_ns=hop_ns, audio_ns_per_call=hop_ns)
+        self.cpu_latency = LatencyStats(deadline_ns=hop_ns, audio_ns_per_call=hop_ns)
+        self._cpu_clock, self.cpu_clock_name = cpu_clock(stepper.backend)
         self.nonfinite_samples = 0
 
     @property
@@ -71,6 +74,7 @@ class Streamer:
         NaN/inf input samples are replaced by 0 and counted in :attr:`nonfinite_samples`.
         """
         t0 = time.perf_counter_ns()
+        c0 = self._cpu_clock()
         chunk = np.asarray(chunk)
         if chunk.shape != (self.hop,):
             raise EdgesepError(f"expected a chunk of {self.hop} samples, got {chunk.shape}")
@@ -87,6 +91,7 @@ class Streamer:
         full = expand_masks(masks, self.cfg.nb_bins, out=self._full_masks)
         np.multiply(full.T, frame, out=self._spectra)
         out = self._istft.push(self._spectra)
+        self.cpu_latency.add(self._cpu_clock() - c0)
         self.latency.add(time.perf_counter_ns() - t0)
         return dict(zip(self.sources, out, strict=True))
 
