@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from edgesep.audio import check_samples
 from edgesep.errors import EdgesepError
 from edgesep.runtime.stream import Streamer, open_streamer, separate_file
 
@@ -83,18 +84,16 @@ class Separator:
 
         Returns ``{source: float32 [shape=(nb_samples,)]}`` at ``sample_rate``, aligned with
         the input (the model's delay removed). Another rate than the model's is resampled with
-        soxr on the way in and out, or refused with ``strict=True``. NaN/inf samples are
-        refused.
+        soxr on the way in and out, or refused with ``strict=True``. NaN/inf samples and
+        magnitudes over :data:`edgesep.audio.MAX_SAMPLE_MAGNITUDE` are refused.
         """
         x = np.asarray(audio, dtype=np.float32)
-        if x.ndim == 2:
-            x = x.mean(axis=1)
-        if x.ndim != 1 or x.size == 0:
+        if x.ndim not in (1, 2) or x.size == 0:
             raise EdgesepError(f"audio must be [nb_samples] or [nb_samples, nb_channels] and not "
                                f"empty, got shape {np.shape(audio)}")
-        if not np.isfinite(x).all():
-            raise EdgesepError(f"audio has {int(x.size - np.isfinite(x).sum())} NaN or infinite "
-                               "sample(s)")
+        check_samples(x, "audio")  # every channel, as edgesep.audio.read_audio does for files
+        if x.ndim == 2:
+            x = x.mean(axis=1)
         rate, n = _check_rate(sample_rate), len(x)
         if rate != self.sample_rate:
             if strict:
@@ -153,7 +152,7 @@ class SeparatorStream:
 
 
 def _check_rate(sample_rate) -> int:
-    from edgesep.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+    from edgesep.limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
     try:
         whole = not isinstance(sample_rate, bool) and float(sample_rate).is_integer()

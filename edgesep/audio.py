@@ -20,10 +20,12 @@ import numpy as np
 import soundfile as sf
 
 from edgesep.errors import EdgesepError
+from edgesep.files import check_replaceable
+from edgesep.limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
-#: Sample rates edgesep accepts on input (anything else is almost certainly a mistake).
-MIN_SAMPLE_RATE = 4000
-MAX_SAMPLE_RATE = 192000
+#: Largest sample magnitude accepted (full scale is 1.0): a float file beyond it (+60 dBFS) is
+#: not audio or is wrongly scaled. Integer PCM decodes to [-1, 1] and never reaches it.
+MAX_SAMPLE_MAGNITUDE = 1e3
 #: A sample at or above this magnitude counts as clipped.
 CLIP_LEVEL = 0.999
 #: Warn when at least this fraction of samples is clipped.
@@ -64,6 +66,7 @@ def read_audio(
         raise EdgesepError(
             f"{path}: truncated file: header says {info.frames} samples, read {audio.shape[0]}"
         )
+    check_samples(audio, str(path))  # every channel, before a downmix could hide a value
     nb_channels = audio.shape[1]
     if expected_channels is not None and nb_channels != expected_channels:
         raise EdgesepError(f"{path}: has {nb_channels} channel(s), expected {expected_channels}")
@@ -114,15 +117,39 @@ def check_audio(audio: np.ndarray, sample_rate: int, name: str = "audio") -> Non
         )
     if audio.size == 0 or audio.shape[0] == 0:
         raise EdgesepError(f"{name}: zero-length audio (no samples)")
-    finite = np.isfinite(audio)
-    if not finite.all():
-        bad = int(audio.size - finite.sum())
-        raise EdgesepError(f"{name}: {bad} NaN or infinite sample(s)")
+    check_samples(audio, name)
     clipped = float(np.mean(np.abs(audio) >= CLIP_LEVEL))
     if clipped >= CLIP_FRACTION_WARN:
         warnings.warn(
             f"{name}: {100 * clipped:.2f}% of samples are clipped", ClippingWarning, stacklevel=2
         )
+
+
+def check_samples(audio: np.ndarray, name: str = "audio") -> None:
+    """Raise :class:`EdgesepError` naming ``name`` if any sample is NaN or infinite, or its
+    magnitude exceeds :data:`MAX_SAMPLE_MAGNITUDE` (any shape; a block of a file too)."""
+    bad, peak = _sample_stats(audio)
+    _refuse_samples(name, bad, peak)
+
+
+def _sample_stats(audio: np.ndarray) -> tuple[int, float]:
+    """``(NaN/inf count, largest magnitude)``; the magnitude is 0 when any is NaN/inf."""
+    bad = int(audio.size - np.count_nonzero(np.isfinite(audio)))
+    return bad, float(np.max(np.abs(audio))) if audio.size and not bad else 0.0
+
+
+def _refuse_samples(name: str, bad: int, peak: float) -> None:
+    if bad:
+        raise EdgesepError(f"{name}: {bad} NaN or infinite sample(s)")
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        raise EdgesepError(f"{name}: sample magnitude {peak:.3g} exceeds {MAX_SAMPLE_MAGNITUDE:g} "
+                           "(full scale is 1.0): not audio, or wrongly scaled")
+
+
+def bounded_subtype(subtype: str) -> bool:
+    """Whether a soundfile ``subtype`` decodes into [-1, 1] whatever its bytes (integer PCM,
+    A-law, mu-law, ALAC), so its samples need no finiteness or magnitude scan."""
+    return subtype.startswith(("PCM_", "ALAC_")) or subtype in ("ULAW", "ALAW")
 
 
 def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
@@ -167,12 +194,13 @@ class AudioBlockReader:
     bounded by ``block_frames`` whatever the file's length.
 
     Opening checks the file like :func:`read_audio` (missing, empty, unreadable, truncated
-    header, unsupported rate, no samples); reading raises :class:`EdgesepError` if the data
-    turns out corrupt or shorter than the header says. Channels are averaged per block. Another
-    rate is resampled by one stateful ``soxr.ResampleStream`` (the concatenated blocks equal
-    ``soxr.resample`` of the whole file), or refused when ``strict``. Non-finite samples pass
-    through unless resampled (the resampler would smear them): then they are zeroed first and
-    counted in :attr:`nonfinite_samples`. Clipping warns (:class:`ClippingWarning`) at the end.
+    header, unsupported rate, no samples) and, for a float file, scans the part to be read
+    block by block for NaN/inf samples and magnitudes beyond :data:`MAX_SAMPLE_MAGNITUDE`
+    (:func:`check_samples`), so such a file is refused before any block is yielded; reading
+    raises :class:`EdgesepError` if the data turns out corrupt or shorter than the header says.
+    Channels are averaged per block. Another rate is resampled by one stateful
+    ``soxr.ResampleStream`` (the concatenated blocks equal ``soxr.resample`` of the whole
+    file), or refused when ``strict``. Clipping warns (:class:`ClippingWarning`) at the end.
 
     ``start`` and ``duration`` (seconds of the file) read only that part: the reader seeks
     to ``start`` and stops ``duration`` later (or at the end of the file).
@@ -237,20 +265,47 @@ class AudioBlockReader:
             self.notices.append(f"{name}: resampled {self.file_rate} Hz -> {self.sample_rate} Hz")
         self.nb_samples = resampled_length(self.end_frame - self.start_frame, self.file_rate,
                                            self.sample_rate)
-        self.nonfinite_samples = 0
+        self.nonfinite_samples = 0  # kept for callers: a file with any is refused (_scan)
         self.clipped_samples = 0
         self.frames_read = 0
         try:
             self._file = sf.SoundFile(name)
         except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
             raise EdgesepError(f"{name}: not a readable audio file ({_short(exc)})") from None
-        if self.start_frame:
-            try:
+        scan = not bounded_subtype(self._file.subtype)
+        try:
+            if scan:
+                self._scan()
+            if self.start_frame or scan:
                 self._file.seek(self.start_frame)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            self._file.close()
+            raise EdgesepError(f"{name}: cannot seek to --start {start:g} s "
+                               f"({_short(exc)})") from None
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _scan(self) -> None:
+        """:func:`check_samples` on the part to be read, block by block (before any use), with
+        the counts of the whole part in its message."""
+        name = str(self.path)
+        self._file.seek(self.start_frame)
+        buffer = np.empty((self.block_frames, self.channels), dtype=np.float32)
+        left = self.end_frame - self.start_frame
+        bad, peak = 0, 0.0
+        while left > 0:
+            size = min(self.block_frames, left)
+            try:
+                data = self._file.read(size, dtype="float32", always_2d=True, out=buffer[:size])
             except (sf.LibsndfileError, RuntimeError) as exc:
-                self._file.close()
-                raise EdgesepError(f"{name}: cannot seek to --start {start:g} s "
-                                   f"({_short(exc)})") from None
+                raise EdgesepError(f"{name}: corrupt or truncated audio ({_short(exc)})") from None
+            if not len(data):
+                break  # short file: reading says so with the right numbers
+            block_bad, block_peak = _sample_stats(data)
+            bad, peak = bad + block_bad, max(peak, block_peak)
+            left -= len(data)
+        _refuse_samples(name, bad, peak)
 
     def __enter__(self) -> AudioBlockReader:
         return self
@@ -284,10 +339,6 @@ class AudioBlockReader:
                 raise EdgesepError(f"{name}: truncated file: header says {self.frames} samples, "
                                    f"read {self.start_frame + self.frames_read}")
             if self._resampler is not None:
-                finite = np.isfinite(block)
-                if not finite.all():
-                    self.nonfinite_samples += int(block.size - finite.sum())
-                    block[~finite] = 0.0
                 block = self._resampler.resample_chunk(block, last=last)
             if len(block):
                 yield block.astype(np.float32, copy=False)
@@ -368,6 +419,7 @@ class AudioBlockWriter:
                 self._link_all()
             for key, tmp in list(self._tmp.items()):
                 if self.overwrite:
+                    check_replaceable(self.paths[key])
                     os.replace(tmp, self.paths[key])
                 else:
                     tmp.unlink()
@@ -389,7 +441,7 @@ class AudioBlockWriter:
                     raise EdgesepError(f"{path}: appeared while it was being written (another "
                                        "process?); not replaced (--overwrite replaces)") from None
                 except OSError:  # no hard links on this file system: check, then rename
-                    if path.exists():
+                    if os.path.lexists(path):
                         raise EdgesepError(f"{path}: exists (--overwrite replaces it)") from None
                     os.replace(tmp, path)
                     del self._tmp[key]

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import click
 
 from edgesep import __version__
+from edgesep import limits as lim
 from edgesep.errors import EdgesepError
 
 
@@ -113,6 +114,50 @@ FINITE = FiniteFloat()
 POSITIVE = FiniteFloat(positive=True)
 
 
+class Count(click.IntRange):
+    """An integer within ``[min, max]`` (both given: every count has a ceiling, see
+    :mod:`edgesep.limits`); a value outside names the bound it crosses, e.g. ``x<=64``."""
+
+    def __init__(self, min: int, max: int) -> None:
+        super().__init__(min, max)
+
+    def convert(self, value, param, ctx):
+        number = click.INT.convert(value, param, ctx)
+        if number < self.min:
+            self.fail(f"{number} is not in the range x>={self.min}.", param, ctx)
+        if number > self.max:
+            self.fail(f"{number} is not in the range x<={self.max}.", param, ctx)
+        return number
+
+
+def data_paths(spec: str | None) -> list[str]:
+    """The file or folder a ``--data`` spec reads (``mir1k:PATH``, ``mixtures:PATH``,
+    ``pack:FILE``), none for ``synthetic``: what an output must not touch."""
+    kind, _, arg = (spec or "").partition(":")
+    return [os.path.expanduser(arg)] if kind in ("mir1k", "mixtures", "pack") and arg else []
+
+
+def config_paths(name: str | None) -> list[str]:
+    """The TOML file of ``--config`` when it names one (a packaged name reads no path)."""
+    return [name] if name and os.path.isfile(name) else []
+
+
+def check_report_paths(paths: dict[str, str | None], inputs: list) -> None:
+    """Every report file option given (``{option: path}``): checked by
+    :func:`edgesep.files.check_output_file`, and no two on one file."""
+    from edgesep.files import check_output_file
+
+    seen: dict = {}
+    for option, path in paths.items():
+        if path is None:
+            continue
+        key = os.path.realpath(check_output_file(path, inputs, f"{option} report"))
+        if key in seen:
+            raise EdgesepError(f"{path}: given to both {seen[key]} and {option}, one would "
+                               "overwrite the other")
+        seen[key] = option
+
+
 class ExportDir(click.ParamType):
     """An export folder, or ``pretrained:NAME`` for a packaged model (its folder, checked
     against its SHA256SUMS; an unknown name is one ``Error:`` line listing the known ones)."""
@@ -160,10 +205,10 @@ DATA_OPTION = click.option(
     type=click.Path(file_okay=False),
     help="Run directory to create (or continue with --resume).",
 )
-@click.option("--steps", type=click.IntRange(min=1), default=None,
+@click.option("--steps", type=Count(1, lim.MAX_STEPS), default=None,
               help="Override the config's step count.")
 @click.option("--resume", is_flag=True, help="Continue from the run's latest checkpoint.")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
+@click.option("--limit", type=Count(1, lim.MAX_LIMIT), default=None,
               help="Use at most N clips per split.")
 @click.option("--max-minutes", type=POSITIVE, default=None,
               help="Stop (with a checkpoint; --resume goes on) after this much training time.")
@@ -181,6 +226,10 @@ def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes, ba
     """
     from pathlib import Path
 
+    from edgesep.files import check_output_dir
+
+    check_output_dir(out_dir, [*data_paths(data_spec), *config_paths(config_name)],
+                     "run directory")
     if backend:
         if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != backend:
             raise UserError(f"--backend {backend}: Keras is already loaded on another backend")
@@ -188,10 +237,8 @@ def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes, ba
 
     from edgesep.config import load_config
     from edgesep.data import load_clips, load_training_data
-    from edgesep.files import check_writable_dir
     from edgesep.train import train as run_training
 
-    check_writable_dir(out_dir, "run directory")
     cfg = load_config(config_name)
     spec = data_spec or cfg.train.data
     rate, seed = cfg.stft.sample_rate, cfg.train.seed
@@ -227,7 +274,8 @@ def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes, ba
 @click.option(
     "--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True
 )
-@click.option("--limit", type=int, default=None, help="Score at most N clips.")
+@click.option("--limit", type=Count(1, lim.MAX_LIMIT), default=None,
+              help="Score at most N clips.")
 @click.option(
     "--config",
     "config_name",
@@ -248,6 +296,8 @@ def evaluate(run, oracles, data_spec, split, limit, config_name, csv_path):
     Example: edgesep evaluate runs/edge1 --data mir1k:/data/MIR-1K --split test --csv clips.csv
     Example: edgesep evaluate --oracle irm --oracle mixture --data mir1k:/data/MIR-1K
     """
+    check_report_paths({"--csv": csv_path},
+                       [run, *data_paths(data_spec), *config_paths(config_name)])
     from edgesep.config import load_config
     from edgesep.data import load_clips
     from edgesep.evaluate import (
@@ -301,9 +351,10 @@ def evaluate(run, oracles, data_spec, split, limit, config_name, csv_path):
               help="The pack file to write (train on it with --data pack:FILE).")
 @click.option("--max-mb", type=POSITIVE, required=True,
               help="Refuse a pack over this size (1 MB = 10^6 bytes).")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
+@click.option("--limit", type=Count(1, lim.MAX_LIMIT), default=None,
               help="Pack at most N speech files (mixtures) or clips per split.")
-@click.option("--sample-rate", type=click.IntRange(min=1), default=16000, show_default=True,
+@click.option("--sample-rate", type=Count(lim.MIN_SAMPLE_RATE, lim.MAX_SAMPLE_RATE),
+              default=16000, show_default=True,
               help="Sample rate of the packed audio (the config's).")
 @click.option("--force", is_flag=True, help="Replace an existing pack.")
 @user_errors
@@ -315,6 +366,9 @@ def pack(data_spec, out_path, max_mb, limit, sample_rate, force):
     """
     from pathlib import Path
 
+    from edgesep.files import check_output_file
+
+    check_output_file(out_path, data_paths(data_spec), "pack")
     from edgesep.data.pack import pack_counts, write_pack
 
     index = write_pack(data_spec, Path(out_path), int(max_mb * 1e6), sample_rate=sample_rate,
@@ -341,7 +395,7 @@ BACKEND_OPTION = click.option(
     help="Inference runtime (keras: the reference model of the manifest's source run).",
 )
 THREADS_OPTION = click.option(
-    "--threads", type=click.IntRange(min=1), default=1, show_default=True,
+    "--threads", type=Count(1, lim.MAX_THREADS), default=1, show_default=True,
     help="CPU threads for the interpreter.",
 )
 HOP_LOOP_OPTION = click.option(
@@ -425,14 +479,17 @@ def stream(model_dir, inputs, more_inputs, out_dir, fmt, template, start, durati
     inputs = (*inputs, *more_inputs)
     if not inputs or not out_dir:
         raise EdgesepError("give input files or folders and -o OUTPUT (or --live)")
-    from edgesep.files import check_writable_dir
+    from edgesep.files import check_output_dir
 
-    check_writable_dir(out_dir)
+    check_output_dir(out_dir, [model_dir, *(p for p in inputs if os.path.isdir(p))],
+                     replaced=False)  # written into file by file: -o . beside the inputs is fine
     files = sfiles.expand_inputs(inputs)
     from edgesep.contract import load_manifest
 
-    sources = load_manifest(model_dir).sources
+    manifest = load_manifest(model_dir)
+    sources = manifest.sources
     sfiles.plan_outputs(files, out_dir, sources, fmt, template, overwrite)  # fail before work
+    sfiles.check_inputs(files, manifest.stft.sample_rate, strict, start, duration)
     from edgesep.runtime.stream import open_streamer
 
     streamer = open_streamer(model_dir, precision, backend, threads, hop_loop=hop_loop)
@@ -464,9 +521,9 @@ def stream(model_dir, inputs, more_inputs, out_dir, fmt, template, start, durati
 @BACKEND_OPTION
 @THREADS_OPTION
 @HOP_LOOP_OPTION
-@click.option("--warmup", type=click.IntRange(min=0), default=50, show_default=True,
+@click.option("--warmup", type=Count(0, lim.MAX_WARMUP), default=50, show_default=True,
               help="Warm-up hops (not in the steady-state numbers).")
-@click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True,
+@click.option("--count", type=Count(1, lim.MAX_BENCH_COUNT), default=1000, show_default=True,
               help="Steady-state hops timed.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the numbers.")
 @user_errors
@@ -479,6 +536,7 @@ def bench(model_dir, precision, backend, threads, hop_loop, warmup, count, json_
       edgesep bench build/edge1 --precision int8 --threads 1 --count 2000 --json bench.json
       edgesep bench pretrained:speech-hearing --hop-loop c
     """
+    check_report_paths({"--json": json_path}, [model_dir])
     from edgesep.runtime.bench import benchmark, format_benchmark
 
     results = benchmark(model_dir, precision, backend, threads, warmup, count, hop_loop)
@@ -566,7 +624,7 @@ def info_lines(figures: dict, indent: str = "") -> list[str]:
               help="Prune this fraction of the separable kernels' weights (e.g. 0.5).")
 @click.option("--structured", is_flag=True,
               help="With --prune: remove that fraction of every block's channels instead.")
-@click.option("--prune-steps", type=click.IntRange(min=0), default=100, show_default=True,
+@click.option("--prune-steps", type=Count(0, lim.MAX_STEPS), default=100, show_default=True,
               help="Fine-tuning steps after pruning.")
 @click.option("--channel-multiple", type=click.IntRange(1, 64), default=8, show_default=True,
               help="With --structured: round kept channel counts to multiples of this "
@@ -574,8 +632,9 @@ def info_lines(figures: dict, indent: str = "") -> list[str]:
 @click.option("--calib-data", default=None,
               help="Calibration/check data (synthetic, mir1k:PATH, mixtures:PATH). "
               "Default: the run's training data.")
-@click.option("--calib-frames", type=click.IntRange(min=1), default=2000, show_default=True,
-              help="Frames of real audio for int8 calibration.")
+@click.option("--calib-frames", type=Count(1, lim.MAX_FRAMES), default=2000, show_default=True,
+              help="Frames of real audio for int8 calibration (at most what a 24 h stream "
+              "holds at a 4 ms hop).")
 @click.option("--force", is_flag=True, help="Replace an existing export directory.")
 @user_errors
 def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structured, prune_steps,
@@ -584,6 +643,9 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
 
     Example: edgesep export runs/edge1 --int8 --onnx --out build/edge1
     """
+    from edgesep.files import check_output_dir
+
+    check_output_dir(out_dir, [run_dir, *data_paths(calib_data)], "export folder")
     from edgesep.contract import load_manifest
     from edgesep.export import export_run
     from edgesep.export.accuracy import accuracy_table
@@ -604,7 +666,8 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
 @DATA_OPTION
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="val",
               show_default=True)
-@click.option("--limit", type=int, default=None, help="Validate on at most N clips.")
+@click.option("--limit", type=Count(1, lim.MAX_LIMIT), default=None,
+              help="Validate on at most N clips.")
 @click.option("--max-sdr-drop", type=FINITE, default=0.3, show_default=True,
               help="Largest allowed SDR drop (dB) of the export against the reference.")
 @click.option("--max-p99-ms", type=FINITE, default=None,
@@ -617,7 +680,7 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
               "timed; elsewhere a Pi target runs emulated (`edgesep target setup`): accuracy "
               "on its outputs, parity with this machine, latency estimated from counted "
               "instructions.")
-@click.option("--parity-lsb", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--parity-lsb", type=Count(0, lim.MAX_INT8_LSB), default=0, show_default=True,
               help="Largest int8 mask difference allowed between an emulated target and this "
               "machine.")
 @click.option("--hop-budget", type=FINITE, default=None,
@@ -645,18 +708,14 @@ def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p
     Example: edgesep validate build/edge1 --reference runs/edge1 --data mir1k:/data/MIR-1K \\
                  --max-sdr-drop 0.3 --target rpi5 --json report.json --junit junit.xml
     """
+    check_report_paths({"--json": json_path, "--junit": junit_path, "--markdown": md_path},
+                       [export_dir, reference, *data_paths(data_spec)])
     from edgesep import validate as gate
     from edgesep.contract import load_manifest
     from edgesep.data import load_clips
-    from edgesep.files import check_writable
 
-    for path in (json_path, junit_path, md_path):
-        if path:
-            check_writable(path)
     if data_spec is not None and not data_spec.strip():
         raise EdgesepError("--data is empty: give synthetic, mir1k:PATH or mixtures:PATH")
-    if limit is not None and limit < 1:
-        raise EdgesepError(f"--limit must be at least 1, got {limit}")
     manifest = load_manifest(export_dir)
     spec = data_spec or manifest.config.get("train", {}).get("data", "synthetic")
     clips = load_clips(spec, split, sample_rate=manifest.stft.sample_rate, limit=limit)
@@ -691,13 +750,13 @@ def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p
 @click.option("--init", "init", default=None, metavar="pretrained:NAME",
               help="Start from a packaged model's weights (edgesep pretrained list) instead of "
               "random ones.")
-@click.option("--steps", type=click.IntRange(min=0), default=None,
+@click.option("--steps", type=Count(0, lim.MAX_STEPS), default=None,
               help="Training steps (default: a few minutes on two CPU cores; with --init 0: "
               "the model as packaged).")
 @click.option("--prune", type=click.FloatRange(0.05, 0.95), default=0.3, show_default=True,
               help="Fraction of channels removed in the pruned export (kept counts rounded to "
               "multiples of 8).")
-@click.option("--prune-steps", type=click.IntRange(min=0), default=50, show_default=True,
+@click.option("--prune-steps", type=Count(0, lim.MAX_STEPS), default=50, show_default=True,
               help="Fine-tuning steps of the pruned export, distilled from the unpruned model "
               "(the recorded speech-edge prune took 1000).")
 @user_errors
@@ -712,6 +771,9 @@ def pipeline(out_dir, data_spec, config_name, init, steps, prune, prune_steps):
     Example: edgesep pipeline --out runs/demo
              edgesep pipeline --init pretrained:speech-edge --out runs/speech
     """
+    from edgesep.files import check_output_dir
+
+    check_output_dir(out_dir, [*data_paths(data_spec), *config_paths(config_name)])
     from edgesep.pipeline import Pipeline
 
     pipe = Pipeline(out_dir, data=data_spec, config=config_name, steps=steps,
@@ -734,8 +796,9 @@ def pipeline(out_dir, data_spec, config_name, init, steps, prune, prune_steps):
 @click.option("--data", "data_spec", default="synthetic", show_default=True,
               help="Audio for the TFLite Micro vs ai-edge-litert check: synthetic, "
               "mir1k:PATH or mixtures:PATH.")
-@click.option("--frames", type=click.IntRange(min=0), default=500, show_default=True,
-              help="Frames of that audio run through both interpreters (0: no check).")
+@click.option("--frames", type=Count(0, lim.MAX_FRAMES), default=500, show_default=True,
+              help="Frames of that audio run through both interpreters (0: no check; at most "
+              "what a 24 h stream holds at a 4 ms hop).")
 @click.option("--force", is_flag=True, help="Replace an existing --out folder.")
 @user_errors
 def firmware(export_dir, out_dir, precision, prefix, data_spec, frames, force):
@@ -747,6 +810,9 @@ def firmware(export_dir, out_dir, precision, prefix, data_spec, frames, force):
 
     Example: edgesep firmware build/edge1 --out build/edge1-fw --name edge1
     """
+    from edgesep.files import check_output_dir
+
+    check_output_dir(out_dir, [export_dir, *data_paths(data_spec)], "firmware folder")
     from edgesep.firmware_bridge import build_firmware
     from edgesep.firmware_bridge.emit import memory_table
 

@@ -165,18 +165,19 @@ def format_speech_table(evaluations: list[Evaluation], title: str = "") -> str:
 def write_csv(path: str | Path, evaluations: list[Evaluation]) -> Path:
     """One row per (method, clip, source): length and every metric in dB (with speech data,
     also the speech metrics, filled on the speech source's rows; NaN where undefined)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    import io
+
+    from edgesep.files import write_text_atomic
+
     columns = [*METRICS, "SDR_mix"]
     if any(e.speech is not None for e in evaluations):
         columns += list(SPEECH_ONLY)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "clip", "source", "length", *columns])
-        for e in evaluations:
-            for c in e.clips:
-                for source, values in c.scores.items():
-                    writer.writerow([e.method, c.name, source, c.length,
-                                     *(f"{values[m]:.4f}" if m in values else ""
-                                       for m in columns)])
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["method", "clip", "source", "length", *columns])
+    for e in evaluations:
+        for c in e.clips:
+            for source, values in c.scores.items():
+                writer.writerow([e.method, c.name, source, c.length,
+                                 *(f"{values[m]:.4f}" if m in values else "" for m in columns)])
+    return write_text_atomic(path, text.getvalue())  # a crash leaves no half-written file

@@ -7,11 +7,15 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+#: Kernel and device trees: no report or output of edgesep belongs there.
+SPECIAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 
 def _umask() -> int:
@@ -32,6 +36,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as fh:
             yield fh
         os.chmod(tmp, 0o666 & ~_umask())
+        check_replaceable(path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -89,6 +94,165 @@ def check_writable_dir(path: str | os.PathLike, what: str = "output folder") -> 
         raise EdgesepError(f"{path}: cannot create the {what} ({folder} is not a folder)")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise EdgesepError(f"{path}: cannot write the {what} ({folder} is not writable)")
+
+
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Raise :class:`EdgesepError` unless ``path`` is absent or a regular file (not a link,
+    folder, device, FIFO or socket): what a rename onto it may replace. Called just before
+    the rename of an atomic write."""
+    from edgesep.errors import EdgesepError
+
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise EdgesepError(f"{path}: {_kind(mode)} appeared there; not replaced")
+
+
+def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
+                      what: str = "output file") -> Path:
+    """Raise :class:`EdgesepError` now, before any work, if file ``path`` could not or should
+    not be written later; returns it as a :class:`Path`.
+
+    Refused: an empty name; a name over NAME_MAX or a path over PATH_MAX bytes; a path under
+    /proc, /sys or /dev (``/dev/stdout`` too); an existing path that is not a regular file (a
+    folder, symbolic link, device, FIFO or socket: an atomic write would replace it); a
+    parent that is not a folder (a regular file on the way) or cannot be created; a folder not
+    writable (``os.access``: root passes it); a path inside (or equal to) one of ``inputs``,
+    the files and folders the command reads (``None`` entries are skipped).
+    """
+    from edgesep.errors import EdgesepError
+
+    text = os.fspath(path)
+    path = Path(text)
+    if not text.strip() or "\0" in text or path.name in ("", ".", ".."):
+        raise EdgesepError(f"{text!r}: not a file name, give the path of the {what}")
+    _check_lengths(path, what)
+    target = _absolute(path)
+    _check_special(path, target, what)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise EdgesepError(f"{path}: cannot write there ({exc.strerror})") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise EdgesepError(f"{path}: is a folder, a file path is needed for the {what}")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise EdgesepError(f"{path}: {_kind(mode)}, not a regular file: give another path for "
+                           f"the {what}")
+    _check_folder(path.parent, path, what)
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if target == source:
+            raise EdgesepError(f"{path}: is {given}, which this command reads; write the {what} "
+                               "elsewhere")
+        if source in target.parents:
+            raise EdgesepError(f"{path}: lies inside {given}, which this command reads; write "
+                               f"the {what} elsewhere")
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
+                     what: str = "output folder", replaced: bool = True) -> Path:
+    """Raise :class:`EdgesepError` now, before any work, if folder ``path`` could not be
+    created or written later (:func:`check_writable_dir`), is under /proc, /sys or /dev, has a
+    name or path over NAME_MAX/PATH_MAX, or is or lies inside one of ``inputs`` (the files and
+    folders the command reads; ``None`` entries are skipped). ``replaced``: the folder may be
+    swapped out as a whole (``--force``), so it must not contain an input either; ``False``
+    for a folder only written into (``stream -o .`` beside its inputs). Returns it as a
+    :class:`Path`."""
+    from edgesep.errors import EdgesepError
+
+    text = os.fspath(path)
+    if not text.strip() or "\0" in text:
+        raise EdgesepError(f"{text!r}: not a folder name, give the path of the {what}")
+    path = Path(text)
+    _check_lengths(path, what)
+    target = path.resolve()
+    _check_special(path, target, what)
+    check_writable_dir(path, what)
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if target == source:
+            raise EdgesepError(f"{path}: is {given}, which this command reads; give another "
+                               f"{what}")
+        if source in target.parents:
+            raise EdgesepError(f"{path}: lies inside {given}, which this command reads; give "
+                               f"another {what}")
+        if replaced and target in source.parents:
+            raise EdgesepError(f"{path}: contains {given}, which this command reads; give "
+                               f"another {what}")
+    return path
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` with its folder's links resolved and its own name kept (a link there is
+    itself the thing checked)."""
+    return path.parent.resolve() / path.name
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISLNK, "is a symbolic link"), (stat.S_ISDIR, "is a folder"),
+             (stat.S_ISCHR, "is a character device"), (stat.S_ISBLK, "is a block device"),
+             (stat.S_ISFIFO, "is a FIFO (named pipe)"), (stat.S_ISSOCK, "is a socket"))
+    return next((text for test, text in kinds if test(mode)), "is not a regular file")
+
+
+def _check_lengths(path: Path, what: str) -> None:
+    from edgesep.errors import EdgesepError
+
+    name_max, path_max = _limits(path)
+    for part in path.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise EdgesepError(f"{part[:40]}...: a name of the {what} path is longer than "
+                               f"{name_max} bytes (NAME_MAX)")
+    if len(os.fsencode(os.path.abspath(path))) >= path_max:
+        raise EdgesepError(f"{str(path)[:40]}...: the {what} path is longer than {path_max - 1} "
+                           "bytes (PATH_MAX)")
+
+
+def _limits(path: Path) -> tuple[int, int]:
+    """``(NAME_MAX, PATH_MAX)`` of the file system holding ``path`` (its nearest existing
+    folder), 255 and 4096 where the system does not say."""
+    folder = Path(os.path.abspath(path)).parent
+    while not os.path.isdir(folder) and folder != folder.parent:  # isdir: False on ENAMETOOLONG
+        folder = folder.parent
+    limits = []
+    for name, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
+        try:
+            limits.append(os.pathconf(folder, name) or default)
+        except (OSError, ValueError):
+            limits.append(default)
+    return limits[0], limits[1]
+
+
+def _check_special(path: Path, resolved: Path, what: str) -> None:
+    from edgesep.errors import EdgesepError
+
+    for candidate in (Path(os.path.abspath(path)), resolved):
+        for root in SPECIAL_ROOTS:
+            if candidate == root or root in candidate.parents:
+                raise EdgesepError(f"{path}: is under {root}, not a place for the {what}")
+
+
+def _check_folder(folder: Path, path: Path, what: str) -> None:
+    """The nearest existing folder on the way to ``folder`` is a writable folder."""
+    from edgesep.errors import EdgesepError
+
+    while not folder.exists():
+        if folder.is_symlink():
+            raise EdgesepError(f"{path}: cannot write there ({folder} is a broken link)")
+        folder = folder.parent
+    if not folder.is_dir():
+        raise EdgesepError(f"{path}: cannot write there ({folder} is not a folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise EdgesepError(f"{path}: cannot write there ({folder} is not a writable folder)")
 
 
 def sha256_bytes(data: bytes) -> str:

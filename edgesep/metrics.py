@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgesep.errors import EdgesepError
+from edgesep.speech_metrics import si_sdr, speech_scores  # si_sdr: imported from here too
 
 METRICS = ("SDR", "SIR", "SAR", "NSDR", "SI-SDR")
 GLOBAL_METRICS = ("GNSDR", "GSIR", "GSAR", "SI-SDR")
@@ -46,15 +47,6 @@ class ClipScore:
     length: int
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def si_sdr(reference: np.ndarray, estimate: np.ndarray, eps: float = 1e-30) -> float:
-    """Scale-invariant SDR in dB (Le Roux et al. 2019) of mono signals ``[shape=(nb_samples,)]``,
-    both made zero-mean first."""
-    ref = np.asarray(reference, np.float64) - np.mean(reference)
-    est = np.asarray(estimate, np.float64) - np.mean(estimate)
-    target = (np.dot(est, ref) / (np.dot(ref, ref) + eps)) * ref
-    return float(10 * np.log10((np.sum(target**2) + eps) / (np.sum((est - target) ** 2) + eps)))
 
 
 def bss_eval(
@@ -112,8 +104,6 @@ def score_clip(
             "SDR_mix": float(sdr_mix[i]),
         }
         if s == speech:
-            from edgesep.speech_metrics import speech_scores
-
             values, notes = speech_scores(refs[i], ests[i], mix[i], sample_rate, name)
             score.scores[s].update(values)
             score.notes += notes

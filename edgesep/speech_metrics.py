@@ -81,12 +81,19 @@ def stoi_scores(reference: np.ndarray, estimate: np.ndarray,
     return values[0], values[1], None
 
 
+def si_sdr(reference: np.ndarray, estimate: np.ndarray, eps: float = 1e-30) -> float:
+    """Scale-invariant SDR in dB (Le Roux et al. 2019) of mono signals ``[shape=(nb_samples,)]``,
+    both made zero-mean first."""
+    ref = np.asarray(reference, np.float64) - np.mean(reference)
+    est = np.asarray(estimate, np.float64) - np.mean(estimate)
+    target = (np.dot(est, ref) / (np.dot(ref, ref) + eps)) * ref
+    return float(10 * np.log10((np.sum(target**2) + eps) / (np.sum((est - target) ** 2) + eps)))
+
+
 def speech_scores(reference: np.ndarray, estimate: np.ndarray, mixture: np.ndarray,
                   sample_rate: int, name: str = "clip") -> tuple[dict[str, float], list[str]]:
     """Every metric of :data:`SPEECH_METRICS` for the speech of clip ``name``, and notes on
     the undefined ones (and on resampling). The three signals are mono and of one length."""
-    from edgesep.metrics import si_sdr
-
     ref, est, mix = _mono(reference), _mono(estimate), _mono(mixture)
     value = si_sdr(ref, est)
     scores = {"SI-SDR": value, "SI-SDRi": value - si_sdr(ref, mix)}

@@ -112,3 +112,120 @@ def test_resample_length(tmp_path: Path) -> None:
     sf.write(path, tone(4800, 48000), 48000)
     audio, rate = read_audio(path, sample_rate=8000)
     assert (rate, audio.shape, audio.dtype) == (8000, (800,), np.float32)
+
+
+# --- non-finite and absurdly loud samples: refused by every reader, naming the file ----------
+
+#: Hostile float files made from a real clip: what each must be refused for.
+BAD_SAMPLES = {
+    "no_finite_sample": (lambda x: np.full_like(x, np.nan), "32000 NaN or infinite sample"),
+    "one_inf": (lambda x: _with(x, 100, np.inf), "1 NaN or infinite sample"),
+    "scaled_1e30": (lambda x: x * 1e30, r"sample magnitude .* exceeds 1000"),
+    # +2000 left, -2000 right: the mono downmix is silence, the file is not audio
+    "hidden_by_downmix": (lambda x: np.stack([np.full(len(x), 2e3), np.full(len(x), -2e3)], 1),
+                          r"sample magnitude 2e\+03 exceeds 1000"),
+}
+
+
+def _with(audio: np.ndarray, index: int, value: float) -> np.ndarray:
+    audio = audio.copy()
+    audio[index, 0] = value
+    return audio
+
+
+def _real_clip(mir1k_root: Path, seconds: float = 1.0) -> np.ndarray:
+    """A real stereo MIR-1K excerpt, float32 ``[shape=(nb_samples, 2)]`` at 16 kHz."""
+    audio, rate = sf.read(mir1k_root / "Wavfile" / "abjones_1_01.wav", dtype="float32")
+    return audio[: int(seconds * rate)]
+
+
+def _write_float(path: Path, audio: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio, 16000, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize("case", list(BAD_SAMPLES))
+def test_bad_samples_are_refused_by_every_reader(case, mir1k_root: Path, tmp_path: Path) -> None:
+    from edgesep.audio import AudioBlockReader
+    from edgesep.runtime.stream_files import check_inputs
+
+    make, message = BAD_SAMPLES[case]
+    path = _write_float(tmp_path / f"{case}.wav", make(_real_clip(mir1k_root)))
+    readers = {
+        "read_audio": lambda: read_audio(path),
+        "read_audio channel": lambda: read_audio(path, channel=1, expected_channels=2),
+        "block reader": lambda: AudioBlockReader(path, 16000),
+        "block reader resampling": lambda: AudioBlockReader(path, 8000, block_frames=1000),
+        "stream check_inputs": lambda: check_inputs([path], 16000),
+    }
+    for name, read in readers.items():
+        with pytest.raises(EdgesepError, match=rf"{case}\.wav: {message}"):
+            read()
+            pytest.fail(f"{name} accepted {case}")
+
+
+def test_loud_but_plausible_float_audio_is_read(mir1k_root: Path, tmp_path: Path) -> None:
+    """The bound is MAX_SAMPLE_MAGNITUDE, not full scale: float files may exceed 1.0."""
+    from edgesep.audio import MAX_SAMPLE_MAGNITUDE, AudioBlockReader
+
+    clip = _real_clip(mir1k_root)
+    path = _write_float(tmp_path / "loud.wav", clip * (MAX_SAMPLE_MAGNITUDE / np.abs(clip).max()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ClippingWarning)
+        assert read_audio(path)[0].shape == (len(clip),)
+        with AudioBlockReader(path, 16000) as reader:
+            assert sum(len(b) for b in reader) == len(clip)
+
+
+@pytest.fixture(scope="module")
+def hostile_mir1k(mir1k_root: Path, tmp_path_factory) -> Path:
+    """A MIR-1K root whose one (val) clip is a real clip scaled by 1e30."""
+    root = tmp_path_factory.mktemp("hostile") / "mir1k"
+    _write_float(root / "Wavfile" / "abjones_1_01.wav", _real_clip(mir1k_root) * 1e30)
+    return root
+
+
+def _one_error_line(res, *fragments: str) -> None:
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
+    assert "Traceback" not in res.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("command", ["stream", "validate", "evaluate"])
+def test_every_command_refuses_a_clip_scaled_by_1e30(command, hostile_mir1k: Path,
+                                                     mir1k_root: Path, tmp_path: Path) -> None:
+    """One ``Error:`` line naming the file, before any separation: no output, no report."""
+    from click.testing import CliRunner
+
+    from edgesep.cli import cli
+
+    bad = hostile_mir1k / "Wavfile" / "abjones_1_01.wav"
+    model = "pretrained:speech-hearing"
+    if command == "stream":  # a good file first: nothing of it may be written either
+        good = _write_float(tmp_path / "good.wav", _real_clip(mir1k_root)[:, 0])
+        args = ["stream", model, str(good), str(bad), "-o", str(tmp_path / "out")]
+    elif command == "validate":
+        args = ["validate", model, "--reference", model, "--data", f"mir1k:{hostile_mir1k}",
+                "--split", "val", "--json", str(tmp_path / "out" / "r.json")]
+    else:
+        args = ["evaluate", "--oracle", "irm", "--data", f"mir1k:{hostile_mir1k}", "--split",
+                "val", "--csv", str(tmp_path / "out" / "c.csv")]
+    res = CliRunner().invoke(cli, args)
+    _one_error_line(res, str(bad), "exceeds 1000")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "good.wav"]
+
+
+@pytest.mark.parametrize("case", list(BAD_SAMPLES))
+def test_the_python_api_refuses_bad_samples(case, mir1k_root: Path) -> None:
+    from edgesep import Separator
+
+    sep = Separator.from_pretrained("speech-hearing")
+    make, message = BAD_SAMPLES[case]
+    with pytest.raises(EdgesepError, match=f"audio: {message}"):
+        sep.separate(make(_real_clip(mir1k_root)), 16000)
+    out = sep.separate(_real_clip(mir1k_root), 16000)  # the clip itself is fine
+    assert all(np.isfinite(y).all() for y in out.values())

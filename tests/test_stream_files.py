@@ -141,14 +141,17 @@ def test_block_reader_refuses_bad_input(tmp_path):
         AudioBlockReader(tmp_path / "junk.wav", 16000)
 
 
-def test_nonfinite_input_is_zeroed_and_counted(tmp_path):
+def test_nonfinite_input_is_refused_before_any_output(tmp_path):
+    """README: NaN input is a user error; the streamer's own zeroing is for live frames."""
     audio = _noise(3000)
     audio[[5, 700, 2999]] = [np.nan, np.inf, -np.inf]
-    for rate in (16000, 48000):  # the streamer zeroes them, or the reader before resampling
+    for rate in (16000, 48000):  # at the model's rate, and resampled
         sf.write(tmp_path / "nan.wav", audio, rate, subtype="FLOAT")
-        summary = stream_file(DelayStreamer(), tmp_path / "nan.wav", tmp_path / str(rate))
-        assert summary["nonfinite_samples"] == 3
-        assert all(np.isfinite(y).all() for y in _read_outputs(tmp_path / str(rate)).values())
+        streamer = DelayStreamer()
+        with pytest.raises(EdgesepError, match=r"nan\.wav: 3 NaN or infinite sample"):
+            stream_file(streamer, tmp_path / "nan.wav", tmp_path / str(rate))
+        assert streamer.nonfinite_samples == 0  # refused before the first hop
+        assert not (tmp_path / str(rate)).exists()
 
 
 def test_writer_uses_umask_permissions_and_renames_at_the_end(tmp_path):

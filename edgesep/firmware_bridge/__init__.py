@@ -29,7 +29,7 @@ import numpy as np
 
 from edgesep.contract import check_model_io, load_manifest, read_artefact
 from edgesep.errors import EdgesepError
-from edgesep.files import atomic_folder, write_json_atomic, write_text_atomic
+from edgesep.files import atomic_folder, check_output_dir, write_json_atomic, write_text_atomic
 
 __all__ = ["FirmwareResult", "build_firmware", "parity_features"]
 
@@ -91,6 +91,7 @@ def build_firmware(export_dir, out_dir, *, precision: str = "int8", name: str = 
 
     out_dir = Path(out_dir)
     emit.check_prefix(name)
+    check_output_dir(out_dir, [export_dir], "firmware folder")  # never the export it reads
     if out_dir.exists() and not force:
         raise EdgesepError(f"{out_dir}: already exists (pass --force to replace it)")
     manifest = load_manifest(export_dir)

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgesep.contract import TensorSpec, tensor_order
 from edgesep.errors import EdgesepError
+from edgesep.limits import MAX_THREADS
 
 
 class Backend:
@@ -33,8 +34,8 @@ class Backend:
     format: str | None = None
 
     def __init__(self, threads: int = 1) -> None:
-        if threads < 1:
-            raise EdgesepError(f"--threads must be at least 1, got {threads}")
+        if not 1 <= threads <= MAX_THREADS:
+            raise EdgesepError(f"--threads must be within 1..{MAX_THREADS}, got {threads}")
         self.threads = threads
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []

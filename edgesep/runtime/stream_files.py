@@ -25,6 +25,7 @@ import soundfile as sf
 
 from edgesep.audio import BLOCK_FRAMES, AudioBlockReader, AudioBlockWriter
 from edgesep.errors import EdgesepError
+from edgesep.files import check_output_file
 
 #: Formats ``edgesep stream --format`` writes.
 OUTPUT_FORMATS = ("wav", "flac", "ogg")
@@ -125,17 +126,23 @@ def plan_outputs(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike
                  ) -> list[tuple[Path, dict[str, Path]]]:
     """Every input with its ``{source: output path}``, checked before any work: two inputs
     (e.g. ``clip.flac`` and ``clip.ogg``) that would write the same file are an error naming
-    both (this never silently picks another folder), and so is an output that exists already
-    unless ``overwrite``."""
+    both (this never silently picks another folder), and so are an output that is one of the
+    inputs, an output that exists already unless ``overwrite``, and an existing output that
+    is not a regular file (:func:`edgesep.files.check_output_file`)."""
     if fmt not in OUTPUT_FORMATS:
         raise EdgesepError(f"--format {fmt!r}: expected one of {', '.join(OUTPUT_FORMATS)}")
     check_filename_format(template, fmt)
     sources = tuple(sources)
+    inputs = [Path(p) for p in inputs]
+    read = {os.path.normcase(str(p.resolve())): p for p in inputs}
     plan, owner = [], {}
-    for input_path in map(Path, inputs):
+    for input_path in inputs:
         paths = output_paths(template, input_path, sources, fmt, out_dir)
         for path in paths.values():
             key = os.path.normcase(str(path.resolve()))
+            if key in read:
+                raise EdgesepError(f"{path}: is the input {read[key]}; its output would replace "
+                                   "it (give another -o or --filename-format)")
             if key in owner:
                 other = owner[key]
                 if Path(other).resolve() == input_path.resolve():
@@ -146,12 +153,24 @@ def plan_outputs(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike
                     "'{filename}/{source}.{ext}'")
             owner[key] = input_path
         plan.append((input_path, paths))
-    if not overwrite:
-        for _, paths in plan:
-            for path in paths.values():
-                if path.exists() or path.is_symlink():
-                    raise EdgesepError(f"{path}: exists (pass --overwrite to replace it)")
+    for _, paths in plan:
+        for path in paths.values():
+            if not os.path.lexists(path):
+                continue
+            if not overwrite:
+                raise EdgesepError(f"{path}: exists (pass --overwrite to replace it)")
+            check_output_file(path)  # a folder, link, device or FIFO is never replaced
     return plan
+
+
+def check_inputs(inputs: Iterable[str | os.PathLike], sample_rate: int, strict: bool = False,
+                 start: float = 0.0, duration: float | None = None) -> None:
+    """Open and close every input as :func:`stream_file` will, so a bad one (unreadable,
+    truncated, NaN/inf or absurdly loud samples, another rate with ``strict``, ``start`` past
+    its end) is refused before any input is separated."""
+    for path in inputs:
+        with AudioBlockReader(path, sample_rate, strict=strict, start=start, duration=duration):
+            pass
 
 
 class OutputLock:

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgesep.errors import EdgesepError
 from edgesep.targets import TargetProfile
-from edgesep.targets.provision import Toolchain, toolchain
+from edgesep.targets.cache import Toolchain, toolchain
 
 #: Emulation is slow (hundreds of times the host's time): a generous bound per call.
 TIMEOUT_S = 3600

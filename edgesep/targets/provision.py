@@ -30,18 +30,24 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import edgesep
 from edgesep.errors import EdgesepError
 from edgesep.files import write_json_atomic
+from edgesep.targets.cache import (  # toolchain: imported from here by the CLI and validate
+    TARGET_PYTHON,
+    Toolchain,
+    cache_dir,
+    link_package,
+    toolchain,
+)
+
+__all__ = ["TARGET_PYTHON", "Toolchain", "cache_dir", "runtime_requirements", "setup",
+           "toolchain"]
 
 ROOTFS_SUITE = "bookworm"
-TARGET_PYTHON = "3.11"  # bookworm's python3.11, what the wheels are chosen for
 QEMU_SUITE = "trixie"
 MIN_QEMU = (8, 0)
 MIRROR = "http://deb.debian.org/debian"
@@ -51,82 +57,6 @@ WHEEL_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux
 TFLITE_RUNTIME = ("tflite-runtime>=2.14", "numpy>=1.26,<2")
 COUNTER_BUILD_DEPS = ("libglib2.0-dev", "flex", "bison", "ninja-build", "pkg-config",
                       "python3-venv")
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("EDGESEP_TARGET_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "edgesep" / "targets"
-
-
-@dataclass(frozen=True)
-class Toolchain:
-    """The provisioned paths (see the module doc)."""
-
-    root: Path
-
-    @property
-    def qemu(self) -> Path:
-        return self.root / "qemu" / "qemu-aarch64"
-
-    @property
-    def rootfs(self) -> Path:
-        return self.root / "rootfs"
-
-    @property
-    def python(self) -> Path:
-        return self.rootfs / "usr" / "bin" / f"python{TARGET_PYTHON}"
-
-    @property
-    def site(self) -> Path:
-        return self.root / "site"
-
-    @property
-    def tflite_site(self) -> Path:
-        return self.root / "site-tflite-runtime"
-
-    def site_for(self, backend: str) -> Path:
-        """The wheels a backend runs with (tflite-runtime has its own, numpy < 2)."""
-        if backend != "tflite-runtime":
-            return self.site
-        if not (self.tflite_site / ".complete").exists():
-            raise EdgesepError("tflite-runtime on a target needs `edgesep target setup "
-                               "--tflite-runtime`")
-        return self.tflite_site
-
-    @property
-    def source(self) -> Path:  # holds a link to the host's edgesep package
-        return self.root / "src"
-
-    @property
-    def counter_qemu(self) -> Path:
-        return self.root / "counter" / "qemu-aarch64"
-
-    @property
-    def counter_plugin(self) -> Path:
-        return self.root / "counter" / "libinsn.so"
-
-    @property
-    def has_counter(self) -> bool:
-        return self.counter_qemu.is_file() and self.counter_plugin.is_file()
-
-    def missing(self) -> list[str]:
-        """What ``edgesep target setup`` has not provisioned yet (the counter aside)."""
-        need = {"qemu-user": self.qemu, "arm64 root file system": self.python,
-                "aarch64 wheels": self.site / ".complete"}
-        return [what for what, path in need.items() if not path.exists()]
-
-
-def toolchain(require: bool = True) -> Toolchain:
-    """The cache's toolchain; with ``require``, an error naming the setup command if any part
-    is missing."""
-    tools = Toolchain(cache_dir())
-    missing = tools.missing()
-    if require and missing:
-        raise EdgesepError(f"no emulated Raspberry Pi here yet ({', '.join(missing)} missing in "
-                           f"{tools.root}): run `edgesep target setup` first")
-    if require:
-        _link_package(tools)
-    return tools
 
 
 def setup(counter: bool = False, tflite_runtime: bool = False,
@@ -152,7 +82,7 @@ def setup(counter: bool = False, tflite_runtime: bool = False,
                 continue
             say(f"[{i}/{len(steps)}] {what}: installing")
             install(tools, say)
-        _link_package(tools)
+        link_package(tools)
         say(f"checking: python {TARGET_PYTHON} on emulated Cortex-A76 imports edgesep's runtime")
         from edgesep.targets.emulator import run_python
 
@@ -297,20 +227,6 @@ def _pip_aarch64(site: Path, reqs: list[str], say: Callable[[str], None]) -> Non
             cmd += ["--platform", plat]
         _run(cmd + reqs, "pip install (aarch64 wheels)")
         (stage / ".complete").write_text("\n".join(reqs) + "\n")
-
-
-def _link_package(tools: Toolchain) -> None:
-    """``src/edgesep`` -> the host's package: the emulated Python runs this very code."""
-    package = Path(edgesep.__file__).resolve().parent
-    link = tools.source / "edgesep"
-    if link.is_symlink() and link.resolve() == package:
-        return
-    tools.source.mkdir(parents=True, exist_ok=True)
-    # one name per thread: instructions_per_hop counts two runs in two threads at once
-    tmp = tools.source / f".edgesep-{os.getpid()}-{threading.get_ident()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(package)
-    os.replace(tmp, link)
 
 
 def _build_counter(tools: Toolchain, say: Callable[[str], None]) -> None:
