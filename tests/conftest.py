@@ -91,3 +91,15 @@ def tiny_export(tiny_run: Path, tmp_path_factory) -> Path:
     export_run(tiny_run, out, int8=True, onnx=True, calib_frames=200, eval_clips=1,
                eval_frames=60, progress=False)
     return out
+
+
+def one_error_line(res, *fragments: str) -> str:
+    """A CliRunner result that is one ``Error:`` line on stderr with exit 2, naming every
+    fragment; returns the line."""
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.output
+    assert "Traceback" not in res.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

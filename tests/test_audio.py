@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import one_error_line
 
 from edgesep.audio import ClippingWarning, check_audio, read_audio, resample, write_audio
 from edgesep.errors import EdgesepError
@@ -186,14 +187,6 @@ def hostile_mir1k(mir1k_root: Path, tmp_path_factory) -> Path:
     return root
 
 
-def _one_error_line(res, *fragments: str) -> None:
-    assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
-    assert "Traceback" not in res.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
 
 @pytest.mark.parametrize("command", ["stream", "validate", "evaluate"])
 def test_every_command_refuses_a_clip_scaled_by_1e30(command, hostile_mir1k: Path,
@@ -215,7 +208,7 @@ def test_every_command_refuses_a_clip_scaled_by_1e30(command, hostile_mir1k: Pat
         args = ["evaluate", "--oracle", "irm", "--data", f"mir1k:{hostile_mir1k}", "--split",
                 "val", "--csv", str(tmp_path / "out" / "c.csv")]
     res = CliRunner().invoke(cli, args)
-    _one_error_line(res, str(bad), "exceeds 1000")
+    one_error_line(res, str(bad), "exceeds 1000")
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "good.wav"]
 
 

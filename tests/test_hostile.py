@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import one_error_line
 
 from edgesep.cli import cli
 from edgesep.errors import EdgesepError
@@ -37,15 +38,6 @@ def _commands(group: click.Group = cli, path: tuple[str, ...] = ()):
 def _options(test) -> list[tuple[tuple[str, ...], click.Parameter]]:
     return [(path, p) for path, command in _commands() for p in command.params if test(p)]
 
-
-def _one_error_line(res, *fragments: str) -> str:
-    assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), res.output
-    assert "Traceback" not in res.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def _tree(root: Path) -> dict[str, tuple[int, object]]:
@@ -88,7 +80,7 @@ def test_every_integer_option_has_a_floor_and_a_ceiling():
 ], ids=lambda v: str(v) if not isinstance(v, tuple) else "-".join(v))
 def test_a_count_out_of_its_range_is_one_error_line(path, option, value):
     res = CliRunner().invoke(cli, [*path, option, str(value)])
-    _one_error_line(res, f"'{option}'", f"{value} is not in the range")
+    one_error_line(res, f"'{option}'", f"{value} is not in the range")
 
 
 @pytest.mark.parametrize("args", [
@@ -102,7 +94,7 @@ def test_the_reported_counts_stop_before_any_work(args, tmp_path, data_root):
     clip = next((data_root / "speech" / "tsp").rglob("*.flac"))
     args = [a.format(tmp=tmp_path, clip=clip) for a in args]
     res = CliRunner().invoke(cli, args)
-    _one_error_line(res, "is not in the range x<=")
+    one_error_line(res, "is not in the range x<=")
     assert list(tmp_path.iterdir()) == []  # no output folder, no report
 
 
@@ -280,7 +272,7 @@ def test_a_hostile_report_path_is_refused_before_any_work(command, option, kind,
         os.symlink(tmp_path / "real.json", path)
     before = _tree(tmp_path)
     res = CliRunner().invoke(cli, _report_args(command, option, path, export, data))
-    _one_error_line(res, path)
+    one_error_line(res, path)
     assert _tree(tmp_path) == before
     assert os.path.islink("/dev/stdout") or not os.path.exists("/dev/stdout")
 
@@ -289,7 +281,7 @@ def test_two_reports_on_one_file_are_refused(export, tmp_path):
     res = CliRunner().invoke(cli, ["validate", str(export), "--reference", str(export),
                                    "--json", str(tmp_path / "r"), "--markdown",
                                    str(tmp_path / "r")])
-    _one_error_line(res, "given to both --json and --markdown")
+    one_error_line(res, "given to both --json and --markdown")
 
 
 # --- 2c. output folders never are, contain or lie inside what the command reads -------------
@@ -327,7 +319,7 @@ def test_an_output_folder_over_an_input_is_refused_before_any_work(case, export,
             for a in OUT_CASES[case]]
     before = _tree(tmp_path)
     res = CliRunner().invoke(cli, args)
-    _one_error_line(res, "which this command reads")
+    one_error_line(res, "which this command reads")
     assert _tree(tmp_path) == before
 
 
@@ -348,7 +340,7 @@ def test_stream_never_writes_over_an_input_file(export, tmp_path, data_root):
     res = CliRunner().invoke(cli, ["stream", str(export), str(music / "vocals.flac"), "-o",
                                    str(music), "--format", "flac", "--filename-format",
                                    "{source}.{ext}", "--overwrite"])
-    _one_error_line(res, "is the input")
+    one_error_line(res, "is the input")
     assert _tree(tmp_path) == before
 
 
