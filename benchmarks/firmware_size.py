@@ -26,7 +26,7 @@ RESULTS = Path(__file__).parent / "results"
 def measure(export: str, precision: str, name: str, data: str, frames: int,
             keep: str | None) -> dict:
     from edgesep.contract import load_manifest
-    from edgesep.firmware_bridge import build_firmware
+    from edgesep.firmware import build_firmware
 
     with tempfile.TemporaryDirectory(prefix="edgesep-fw-") as scratch:
         out = Path(keep) if keep else Path(scratch) / "fw"
@@ -69,7 +69,7 @@ def interpreter_accuracy(manifest, precision: str, data: str, frames: int) -> di
     from edgesep.contract import read_artefact
     from edgesep.data import load_clips
     from edgesep.export.accuracy import clip_features, separation_sdr
-    from edgesep.firmware_bridge.tflm import LiteRtReferenceBackend, TflmBackend
+    from edgesep.runtime.micro import LiteRtReferenceBackend, TflmBackend
     from edgesep.runtime.stepper import Stepper, open_stepper
 
     cfg = SimpleNamespace(stft=manifest.stft, nb_model_bins=manifest.nb_model_bins)

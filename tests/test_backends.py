@@ -155,9 +155,9 @@ def test_keras3_converts_the_packaged_weights_to_the_packaged_graph(name):
     and the same masks to float rounding."""
     from edgesep.config import Config
     from edgesep.export.tflite import convert
-    from edgesep.firmware_bridge.tflite_model import read_tflite
     from edgesep.models import build_model, build_streaming_model
     from edgesep.runtime.backends import LiteRtBackend
+    from edgesep.tflite_model import read_tflite
 
     folder = REPO / "edgesep" / "pretrained" / name
     cfg = Config.from_dict(json.loads((folder / "manifest.json").read_text())["config"])

@@ -39,7 +39,7 @@ def _manifest_and_model(export: Path, precision: str = "int8"):
 
 
 def _tflm_stepper(export: Path, precision: str = "int8"):
-    from edgesep.firmware_bridge.tflm import TflmBackend
+    from edgesep.runtime.micro import TflmBackend
     from edgesep.runtime.stepper import Stepper
 
     manifest, artefact, model = _manifest_and_model(export, precision)
@@ -87,7 +87,7 @@ def firmware_dir(tiny_export, data_spec, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def host_framer(firmware_dir, tmp_path_factory):
     """The generated C as a host shared library (strict flags + UBSan), through ctypes."""
-    from edgesep.firmware_bridge.host import HostFramer
+    from edgesep.framer.host import HostFramer
 
     lib = tmp_path_factory.mktemp("hostlib") / f"lib{PREFIX}.so"
     return HostFramer.build(firmware_dir, PREFIX, lib, sanitize="undefined")
@@ -99,7 +99,7 @@ def host_framer(firmware_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_tflm_runs_the_int8_export_frame_by_frame_like_litert(tiny_export, real_features,
                                                               record_property):
-    from edgesep.firmware_bridge.tflm import LiteRtReferenceBackend, micro_parity
+    from edgesep.runtime.micro import LiteRtReferenceBackend, micro_parity
     from edgesep.runtime.stepper import Stepper, open_stepper
 
     manifest, artefact, model = _manifest_and_model(tiny_export)
@@ -121,9 +121,9 @@ def test_tflm_runs_the_int8_export_frame_by_frame_like_litert(tiny_export, real_
 
 @pytest.mark.slow
 def test_the_folder_states_the_measured_arena_and_the_ops(firmware_dir, tiny_export):
-    from edgesep.firmware_bridge.emit import arena_with_margin
-    from edgesep.firmware_bridge.tflite_model import read_tflite
-    from edgesep.firmware_bridge.tflm import measure_arena
+    from edgesep.framer.sources import arena_with_margin
+    from edgesep.runtime.micro import measure_arena
+    from edgesep.tflite_model import read_tflite
 
     _, artefact, model = _manifest_and_model(tiny_export)
     summary = json.loads((firmware_dir / "firmware.json").read_text())
@@ -166,7 +166,7 @@ def test_c_framer_equals_the_python_streamer(host_framer, tiny_export, real_audi
     output the streamer's within 1e-5. Then the C framer runs on its own (TFLM called from it)
     against ``separate_file``."""
     from edgesep.contract import load_manifest
-    from edgesep.firmware_bridge.tflm import TflmBackend
+    from edgesep.runtime.micro import TflmBackend
     from edgesep.runtime.stream import Streamer, separate_file
 
     manifest, _, model = _manifest_and_model(tiny_export)
@@ -222,8 +222,8 @@ def test_sanitized_framer_runs_clean_in_its_own_process(firmware_dir, tiny_expor
                                                         host_framer, tmp_path):
     """The same C built with -fsanitize=address,undefined (libasan preloaded into a Python
     process of its own) streams the audio with TFLM; no report, same output."""
-    from edgesep.firmware_bridge import toolchain
-    from edgesep.firmware_bridge.tflm import TflmBackend
+    from edgesep.framer import toolchain
+    from edgesep.runtime.micro import TflmBackend
 
     libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
                              text=True, check=True).stdout.strip()
@@ -235,7 +235,7 @@ def test_sanitized_framer_runs_clean_in_its_own_process(firmware_dir, tiny_expor
     env = {**os.environ, "LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0",
            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
     done = subprocess.run(
-        [sys.executable, "-m", "edgesep.firmware_bridge.host", str(firmware_dir), PREFIX,
+        [sys.executable, "-m", "edgesep.runtime.micro", str(firmware_dir), PREFIX,
          str(lib), str(tiny_export), "int8", str(tmp_path / "audio.f32"),
          str(tmp_path / "out.npy")], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -276,7 +276,7 @@ def test_the_c_fft_is_numpys_rfft(host_framer, firmware_dir):
 
 @pytest.mark.slow
 def test_strict_c99_no_heap_no_vla(firmware_dir, tmp_path):
-    from edgesep.firmware_bridge.toolchain import STRICT_CFLAGS, c_sources
+    from edgesep.framer.toolchain import STRICT_CFLAGS, c_sources
 
     for src in c_sources(firmware_dir, PREFIX):
         done = subprocess.run(["gcc", *STRICT_CFLAGS, "-Wvla", "-O2", "-c", str(src), "-o",
@@ -300,7 +300,7 @@ def test_strict_c99_no_heap_no_vla(firmware_dir, tmp_path):
 
 @pytest.mark.slow
 def test_cross_compiles_for_cortex_m4f(firmware_dir, tmp_path, record_property):
-    from edgesep.firmware_bridge import toolchain
+    from edgesep.framer import toolchain
 
     assert toolchain.arm_available(), f"{toolchain.ARM_GCC} missing: {toolchain.ARM_INSTALL}"
     sizes = toolchain.cortex_m4f_size(firmware_dir, PREFIX)
@@ -327,9 +327,9 @@ def test_cross_compiles_for_cortex_m4f(firmware_dir, tmp_path, record_property):
 
 @pytest.mark.slow
 def test_float32_export_gives_a_float_io_framer(tiny_export, real_audio, tmp_path):
-    from edgesep.firmware_bridge import build_firmware
-    from edgesep.firmware_bridge.host import HostFramer
-    from edgesep.firmware_bridge.tflm import TflmBackend
+    from edgesep.firmware import build_firmware
+    from edgesep.framer.host import HostFramer
+    from edgesep.runtime.micro import TflmBackend
     from edgesep.runtime.stream import Streamer, separate_file
 
     result = build_firmware(tiny_export, tmp_path / "fw32", precision="float32", name="f32",
@@ -353,8 +353,8 @@ def test_int16x8_export_requantises_states_like_the_stepper(tiny_run, real_audio
     """int16x8 state outputs come out with scales a float32 ulp off their inputs': the framer
     dequantises and requantises them as the Python stepper does."""
     from edgesep.export import export_run
-    from edgesep.firmware_bridge import build_firmware
-    from edgesep.firmware_bridge.host import HostFramer
+    from edgesep.firmware import build_firmware
+    from edgesep.framer.host import HostFramer
     from edgesep.runtime.stream import Streamer
 
     export = tmp_path / "export16"
@@ -476,7 +476,7 @@ def test_an_op_tflm_lacks_is_named(tiny_export, tmp_path):
 
 
 def test_c_float_literals_read_back_exactly():
-    from edgesep.firmware_bridge.emit import c_float
+    from edgesep.framer.sources import c_float
 
     for value in (0.0129407318, 1.0, 1e-7, 3.4e38, -128.0, 0.00390625, 2 / 3):
         literal = c_float(value)
@@ -485,7 +485,7 @@ def test_c_float_literals_read_back_exactly():
 
 
 def test_prefix_and_arena_margin():
-    from edgesep.firmware_bridge.emit import arena_with_margin, check_prefix
+    from edgesep.framer.sources import arena_with_margin, check_prefix
 
     assert check_prefix("edge1") == "edge1"
     for bad in ("Edge", "1edge", "edge-1", "", "a" * 40):
@@ -498,7 +498,7 @@ def test_every_resolver_op_is_a_kernel_of_the_tflm_build():
     """MICRO_OPS names only kernels the installed tflite-micro registers."""
     import tflite_micro
 
-    from edgesep.firmware_bridge.tflite_model import MICRO_OPS
+    from edgesep.tflite_model import MICRO_OPS
 
     lib = next(Path(tflite_micro.__file__).parent.rglob("_runtime*.so")).read_bytes()
     missing = [op for op in MICRO_OPS if f"Register_{op}".encode() not in lib]
@@ -506,7 +506,7 @@ def test_every_resolver_op_is_a_kernel_of_the_tflm_build():
 
 
 def test_a_non_tflite_file_is_one_clear_error():
-    from edgesep.firmware_bridge.tflite_model import read_tflite
+    from edgesep.tflite_model import read_tflite
 
     with pytest.raises(EdgesepError, match="not a TFLite flatbuffer"):
         read_tflite(b"\x00" * 64, "x.tflite")

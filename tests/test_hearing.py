@@ -289,9 +289,10 @@ def test_the_firmware_framer_streams_the_asymmetric_pair(hearing_export: Path, d
     short synthesis window, and the generated C framer (host gcc, TFLM running the int8 model)
     puts a click in real audio where the Python streamer does, at the manifest's delay."""
     from edgesep.contract import load_manifest, read_artefact
-    from edgesep.firmware_bridge import build_firmware, toolchain
-    from edgesep.firmware_bridge.host import HostFramer
-    from edgesep.firmware_bridge.tflm import TflmBackend
+    from edgesep.firmware import build_firmware
+    from edgesep.framer import toolchain
+    from edgesep.framer.host import HostFramer
+    from edgesep.runtime.micro import TflmBackend
     from edgesep.runtime.stepper import Stepper
     from edgesep.runtime.stream import Streamer, separate_file
 

@@ -93,7 +93,7 @@ def test_nonfinite_input_is_zeroed_and_counted(clip):
 
 
 def test_a_library_is_built_once_per_model(tmp_path, monkeypatch):
-    from edgesep.firmware_bridge import toolchain
+    from edgesep.framer import toolchain
 
     monkeypatch.setenv("EDGESEP_HOP_LOOP_CACHE", str(tmp_path))
     builds = []

@@ -186,7 +186,7 @@ def stage_firmware(p) -> dict:
     Micro; without the [firmware] extra the stage says so and the report shows why."""
     import importlib.util
 
-    from edgesep.firmware_bridge import build_firmware
+    from edgesep.firmware import build_firmware
     from edgesep.firmware_bridge.emit import memory_table
 
     out = p.out / "firmware"

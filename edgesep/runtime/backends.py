@@ -10,7 +10,9 @@ output buffers and a bare ``invoke``, so a hop writes its frame and feeds its st
 without a dict, a ``set_tensor`` or a copy per tensor (the TFLite interpreters do).
 
 Registry: :data:`BACKENDS` (name -> the module and class that implement it, imported when
-opened, so the TensorFlow-side ``keras`` reference is never imported by the runtime itself).
+opened, so the TensorFlow-side ``keras`` reference is never imported by the runtime itself);
+``tflm`` is TensorFlow Lite Micro's reference kernels (:mod:`edgesep.runtime.micro`, the
+``[firmware]`` extra).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Backend:
     name = "base"
     #: The artefact format it loads (``None``: not an exported file).
     format: str | None = None
+    #: The artefact precisions it runs (``None``: every one of its format).
+    precisions: frozenset[str] | None = None
 
     def __init__(self, threads: int = 1) -> None:
         if not 1 <= threads <= MAX_THREADS:
@@ -210,6 +214,7 @@ BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "litert": ("edgesep.runtime.backends", "LiteRtBackend", "tflite"),
     "tflite-runtime": ("edgesep.runtime.backends", "TfliteRuntimeBackend", "tflite"),
     "onnxruntime": ("edgesep.runtime.backends", "OnnxRuntimeBackend", "onnx"),
+    "tflm": ("edgesep.runtime.micro", "TflmBackend", "tflite"),
     "keras": ("edgesep.models.keras_backend", "KerasBackend", None),
 }
 

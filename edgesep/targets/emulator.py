@@ -89,7 +89,8 @@ CROSS_GCC = "aarch64-linux-gnu-gcc"
 def cross_library(export: str | Path, precision: str) -> Path:
     """The C hop loop's framer for ``export`` built with :data:`CROSS_GCC` (cached)."""
     from edgesep.contract import load_manifest
-    from edgesep.runtime.hop_loop import build_library, host_sources
+    from edgesep.framer.cache import build_library
+    from edgesep.framer.sources import host_sources
 
     return build_library(host_sources(load_manifest(export), precision), CROSS_GCC)
 

@@ -10,7 +10,7 @@ libraries of each ISA. Commands (files are ``.npz``, read without pickles):
 - ``hops EXPORT PRECISION BACKEND IN NB_HOPS [LIBRARY]``: stream ``NB_HOPS`` hops of
   ``clip_0`` (looped) and exit; run twice under the instruction counter, the difference is the
   cost of the hops. With ``LIBRARY`` (the C framer built for the target,
-  :func:`edgesep.runtime.hop_loop.build_library`), the C hop loop streams instead of numpy.
+  :func:`edgesep.framer.cache.build_library`), the C hop loop streams instead of numpy.
 """
 
 from __future__ import annotations

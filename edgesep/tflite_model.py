@@ -94,7 +94,7 @@ class TfliteModel:
 
 def read_tflite(data: bytes, where: str = "model") -> TfliteModel:
     """Parse ``data`` (a ``.tflite`` flatbuffer); raise :class:`EdgesepError` naming ``where``
-    if it is not one this bridge can use (one subgraph, one signature covering its I/O)."""
+    if it is not one edgesep can use (one subgraph, one signature covering its I/O)."""
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:

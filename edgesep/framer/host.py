@@ -1,6 +1,7 @@
 """The generated C framer on this machine: built as a shared library (host gcc, the strict
-flags) and driven through ctypes, with the model step done by any Python callable, e.g. the
-TensorFlow Lite Micro interpreter (:class:`edgesep.firmware_bridge.tflm.TflmBackend`).
+flags) and driven through ctypes, with the model step done by any Python callable, a backend
+(e.g. the TensorFlow Lite Micro interpreter, :class:`edgesep.runtime.micro.TflmBackend`) or an
+interpreter's own buffers (the runtime's C hop loop).
 
 This is how edgesep checks the C against its Python streamer; it also lets a firmware engineer
 run the exact device framer over files on a workstation.
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesep.errors import EdgesepError
-from edgesep.firmware_bridge import toolchain
+from edgesep.framer import toolchain
 
 #: ``int model(void *user, const void *const *inputs, void *const *outputs)``
 MODEL_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
@@ -103,7 +104,8 @@ class HostFramer:
         self._model = model
 
     def bind_backend(self, backend) -> None:
-        """Step with an :class:`edgesep.runtime.backends.Backend` (raw tensors by name)."""
+        """Step with anything that has ``run({name: array}) -> {name: array}`` on raw tensors
+        (an :class:`edgesep.runtime.backends.Backend`)."""
         in_names = [t["name"] for t in self.inputs]
         out_names = [t["name"] for t in self.outputs]
 
@@ -210,26 +212,3 @@ class HostFramer:
                                    for t in range(frames)], axis=1)
         aligned = streamed[:, self.output_delay: self.output_delay + n]
         return {src: aligned[i].copy() for i, src in enumerate(sources)}
-
-
-def host_framer_main(argv: list[str]) -> int:
-    """``python -m edgesep.firmware_bridge.host FOLDER PREFIX LIBRARY EXPORT PRECISION AUDIO
-    OUT`` (a sanitizer run in a process of its own): stream the float32 raw file ``AUDIO``
-    through the framer built as ``LIBRARY``, TFLM running the export's ``PRECISION`` model, and
-    save the sources, aligned with the input, to ``OUT`` (.npy, ``[nb_sources, nb_samples]``)."""
-    from edgesep.contract import load_manifest, read_artefact
-    from edgesep.firmware_bridge.tflm import TflmBackend
-
-    folder, prefix, library, export, precision, audio, out = argv
-    manifest = load_manifest(export)
-    framer = HostFramer(library, folder, prefix)
-    framer.bind_backend(TflmBackend(read_artefact(manifest.artefact(precision, "tflite"))))
-    separated = framer.separate(np.fromfile(audio, np.float32), manifest.sources)
-    np.save(out, np.stack([separated[s] for s in manifest.sources]))
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(host_framer_main(sys.argv[1:]))

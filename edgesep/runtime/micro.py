@@ -1,13 +1,18 @@
 """TensorFlow Lite Micro on the host: the ``tflite-micro`` package (the ``[firmware]`` extra)
 wraps the TFLM C++ runtime and its reference kernels, the code a device runs.
 
-:class:`TflmBackend` puts that interpreter behind the runtime's backend interface, so the one
-frame stepper (:class:`edgesep.runtime.stepper.Stepper`) drives it exactly as it drives
-ai-edge-litert: same quantiser, same state feedback. :func:`measure_arena` finds the smallest
-tensor arena the model allocates in; :func:`micro_parity` compares TFLM's raw outputs with
-another backend's frame by frame: ai-edge-litert's default kernels (XNNPACK, which rounds some
-int8 requantisations differently: at most 1 LSB on the masks here) or its reference kernels
-(:class:`LiteRtReferenceBackend`: bit-exact with TFLM on the edge models).
+:class:`TflmBackend` puts that interpreter behind the runtime's backend interface (``--backend
+tflm``), so the one frame stepper (:class:`edgesep.runtime.stepper.Stepper`) drives it exactly
+as it drives ai-edge-litert: same quantiser, same state feedback; ``stream``, ``bench`` and
+``validate`` then run the microcontroller's own kernels. :func:`measure_arena` finds the
+smallest tensor arena the model allocates in; :func:`micro_parity` compares TFLM's raw outputs
+with another backend's frame by frame: ai-edge-litert's default kernels (XNNPACK, which rounds
+some int8 requantisations differently: at most 1 LSB on the masks here) or its reference
+kernels (:class:`LiteRtReferenceBackend`: bit-exact with TFLM on the edge models).
+
+``python -m edgesep.runtime.micro FOLDER PREFIX LIBRARY EXPORT PRECISION AUDIO OUT`` streams
+audio through a firmware folder's framer built as ``LIBRARY`` with TFLM as its model (a
+sanitizer run in a process of its own: :func:`host_framer_main`).
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ import numpy as np
 
 from edgesep.contract import MASKS, TensorSpec
 from edgesep.errors import EdgesepError
-from edgesep.firmware_bridge.tflite_model import check_micro_ops, read_tflite
 from edgesep.runtime.backends import Backend, _TfliteBackend, ordered
+from edgesep.tflite_model import check_micro_ops, read_tflite
 
 #: Largest arena tried when measuring (bytes).
 MAX_ARENA_BYTES = 64 << 20
+#: The export precisions TensorFlow Lite Micro runs (float16 and dynamic-range models need
+#: kernels it does not have).
+MICRO_PRECISIONS = frozenset({"float32", "int8", "int16x8"})
 
 
 def _interpreter_module():
@@ -97,15 +105,20 @@ def measure_arena(model: bytes) -> int:
 
 
 class TflmBackend(Backend):
-    """A model run by the TensorFlow Lite Micro interpreter (reference kernels), tensors named
-    by the model's signature and indexed in its input/output order, as on a device."""
+    """A model run by the TensorFlow Lite Micro interpreter (reference kernels, one thread),
+    tensors named by the model's signature and indexed in its input/output order, as on a
+    device. ``arena_bytes``: by default :func:`measure_arena`'s figure."""
 
     name = "tflm"
     format = "tflite"
+    precisions = MICRO_PRECISIONS
 
-    def __init__(self, model: bytes, arena_bytes: int | None = None, threads: int = 1,
+    def __init__(self, model: bytes, threads: int = 1, arena_bytes: int | None = None,
                  where: str = "model") -> None:
         super().__init__(threads)
+        if threads != 1:
+            raise EdgesepError(f"backend tflm runs one thread (TensorFlow Lite Micro has no "
+                               f"thread pool); --threads {threads} is for the others")
         info = read_tflite(model, where)
         check_micro_ops(info, where)
         self.arena_bytes = arena_bytes or measure_arena(model)
@@ -190,3 +203,24 @@ def micro_parity(micro_stepper, reference_stepper, features: np.ndarray) -> dict
         "state_max_diff": counts["states"][2],
         "bit_exact": counts["masks"][1] == 0 and counts["states"][1] == 0,
     }
+
+
+def host_framer_main(argv: list[str]) -> int:
+    """``python -m edgesep.runtime.micro FOLDER PREFIX LIBRARY EXPORT PRECISION AUDIO OUT``:
+    stream the float32 raw file ``AUDIO`` through the framer of firmware folder ``FOLDER``
+    built as ``LIBRARY``, TFLM running the export's ``PRECISION`` model, and save the sources,
+    aligned with the input, to ``OUT`` (.npy, ``[nb_sources, nb_samples]``)."""
+    from edgesep.contract import load_manifest, read_artefact
+    from edgesep.framer.host import HostFramer
+
+    folder, prefix, library, export, precision, audio, out = argv
+    manifest = load_manifest(export)
+    framer = HostFramer(library, folder, prefix)
+    framer.bind_backend(TflmBackend(read_artefact(manifest.artefact(precision, "tflite"))))
+    separated = framer.separate(np.fromfile(audio, np.float32), manifest.sources)
+    np.save(out, np.stack([separated[s] for s in manifest.sources]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(host_framer_main(sys.argv[1:]))

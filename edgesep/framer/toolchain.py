@@ -1,6 +1,6 @@
-"""C compilers run on a generated firmware folder: the host gcc (a shared library or a test
+"""C compilers run on a folder of generated framer C: the host gcc (a shared library or a test
 program) and Debian's ``gcc-arm-none-eabi`` for a Cortex-M4F, whose ``arm-none-eabi-size``
-figures go into the folder's memory table.
+figures go into a firmware folder's memory table.
 
 Every build uses the strict flags of :data:`STRICT_CFLAGS`: a warning is an error.
 """
