@@ -20,6 +20,7 @@ Both run the export's streaming model through the same streamer as ``edgesep str
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -40,10 +41,12 @@ class Separator:
     """
 
     def __init__(self, streamer: Streamer, export_dir: str | os.PathLike, precision: str | None,
-                 backend: str, threads: int, hop_loop: str = "python") -> None:
+                 backend: str, threads: int, hop_loop: str = "python",
+                 require_signature: str | os.PathLike | None = None) -> None:
         self._streamer = streamer
         self._args = (export_dir, precision, backend, threads)
         self._hop_loop = hop_loop
+        self._public_key = require_signature
         self.sources: tuple[str, ...] = tuple(streamer.sources)
         self.sample_rate = int(streamer.cfg.sample_rate)
         self.hop = int(streamer.hop)
@@ -51,17 +54,22 @@ class Separator:
 
     @classmethod
     def from_export(cls, export_dir: str | os.PathLike, precision: str | None = None,
-                    backend: str = "litert", threads: int = 1,
-                    hop_loop: str = "python") -> Separator:
+                    backend: str = "litert", threads: int = 1, hop_loop: str = "python",
+                    require_signature: str | os.PathLike | None = None) -> Separator:
         """Load and check an export folder (``manifest.json`` and its model files).
 
         ``precision``: ``int8``, ``float32``, ... (default: int8 when exported, else float32);
-        ``backend``: ``litert``, ``onnxruntime``, ``tflite-runtime`` or ``keras``;
+        ``backend``: ``litert``, ``onnxruntime``, ``tflite-runtime``, ``tflm`` or
+        ``keras``;
         ``hop_loop``: ``python`` or ``c`` (the C framer, built with gcc:
-        :mod:`edgesep.runtime.hop_loop`).
+        :mod:`edgesep.runtime.hop_loop`);
+        ``require_signature``: an Ed25519 public key (PEM) whose signature ``manifest.sig``
+        must carry (:mod:`edgesep.signing`), else :class:`EdgesepError` before loading.
         """
-        streamer = open_streamer(export_dir, precision, backend, threads, hop_loop=hop_loop)
-        return cls(streamer, export_dir, precision, backend, threads, hop_loop)
+        with _signed(export_dir, require_signature):
+            streamer = open_streamer(export_dir, precision, backend, threads, hop_loop=hop_loop)
+        return cls(streamer, export_dir, precision, backend, threads, hop_loop,
+                   require_signature)
 
     @classmethod
     def from_pretrained(cls, name: str, precision: str | None = None,
@@ -113,7 +121,8 @@ class Separator:
 
     def stream(self) -> SeparatorStream:
         """A new frame-by-frame stream with its own model state (see :class:`SeparatorStream`)."""
-        return SeparatorStream(open_streamer(*self._args, hop_loop=self._hop_loop))
+        with _signed(self._args[0], self._public_key):
+            return SeparatorStream(open_streamer(*self._args, hop_loop=self._hop_loop))
 
     def __repr__(self) -> str:
         return (f"Separator({self._args[0]!r}, precision={self.precision!r}, "
@@ -149,6 +158,15 @@ class SeparatorStream:
 
     def reset(self) -> None:
         self._streamer.reset()
+
+
+def _signed(export_dir, public_key) -> contextlib.AbstractContextManager:
+    """Within: ``export_dir`` must be signed by ``public_key`` (no key: no requirement)."""
+    if public_key is None:
+        return contextlib.nullcontext()
+    from edgesep.signing import require_signature
+
+    return require_signature(export_dir, public_key)
 
 
 def _check_rate(sample_rate) -> int:

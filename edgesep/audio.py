@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import warnings
 from collections.abc import Iterator, Mapping
 from fractions import Fraction
@@ -20,7 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from edgesep.errors import EdgesepError
-from edgesep.files import check_replaceable
+from edgesep.files import check_replaceable, create_temp
 from edgesep.limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 #: Largest sample magnitude accepted (full scale is 1.0): a float file beyond it (+60 dBFS) is
@@ -356,9 +355,9 @@ def resampled_length(nb_samples: int, orig_rate: int, target_rate: int) -> int:
 
 
 class AudioBlockWriter:
-    """Write one file per key, block by block; each goes to a temporary name beside its
-    target (``.tmp-<name>.<random>``, usual permissions: 0666 less the umask) and is renamed
-    into place only by :meth:`commit`. :meth:`abort` (or leaving the ``with`` block on an
+    """Write one file per key, block by block; each goes to a temporary file beside its
+    target (:func:`edgesep.files.create_temp`: usual permissions, 0666 less the umask) and is
+    renamed into place only by :meth:`commit`. :meth:`abort` (or leaving the ``with`` block on an
     exception) deletes the temporaries, so a crash never leaves a file under a target name.
 
     Samples are clipped to [-1, 1]; NaN/inf are refused. Format by extension (WAV/FLAC/OGG),
@@ -383,8 +382,7 @@ class AudioBlockWriter:
         self._files: dict[str, sf.SoundFile] = {}
         try:
             for key, path in self.paths.items():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, self._tmp[key] = _create_temp(path)
+                fd, self._tmp[key] = create_temp(path)
                 self._files[key] = sf.SoundFile(fd, "w", samplerate=int(sample_rate),
                                                 channels=channels, format=formats[key],
                                                 subtype=subtype)
@@ -459,17 +457,6 @@ class AudioBlockWriter:
         for tmp in self._tmp.values():
             tmp.unlink(missing_ok=True)
         self._tmp.clear()
-
-
-def _create_temp(path: Path) -> tuple[int, Path]:
-    """Create a new empty file beside ``path``; the kernel applies the umask to 0666."""
-    for _ in range(100):
-        tmp = path.with_name(f".tmp-{path.name}.{secrets.token_hex(4)}")
-        try:
-            return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise EdgesepError(f"{path}: could not create a temporary file beside it")
 
 
 def _short(exc: Exception) -> str:

@@ -88,30 +88,30 @@ def cli(verbose: bool) -> None:
     console.quiet_logging()
 
 
-class FiniteFloat(click.ParamType):
-    """A finite float >= 0 (``nan`` and ``inf`` would switch a gate off or poison the JSON);
-    ``positive=True``: > 0."""
+class Amount(click.ParamType):
+    """A finite float within ``[min, max]`` (``min_open``/``max_open``: that bound excluded):
+    every amount has a floor and a ceiling, as every count does (see :mod:`edgesep.limits`);
+    ``nan``, ``inf`` or a value outside names the range, e.g. ``0<x<=43200``."""
 
     name = "number"
 
-    def __init__(self, positive: bool = False) -> None:
-        self.positive = positive
+    def __init__(self, min: float, max: float, min_open: bool = False,
+                 max_open: bool = False) -> None:
+        self.min, self.max, self.min_open, self.max_open = min, max, min_open, max_open
+
+    def range(self) -> str:
+        return (f"{self.min:g}{'<' if self.min_open else '<='}x"
+                f"{'<' if self.max_open else '<='}{self.max:g}")
 
     def convert(self, value, param, ctx):
         import math
 
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not math.isfinite(number) or number < 0 or (self.positive and number == 0):
-            self.fail(f"{value!r} must be a finite number {'>' if self.positive else '>='} 0",
-                      param, ctx)
+        number = click.FLOAT.convert(value, param, ctx)
+        above = number > self.min if self.min_open else number >= self.min
+        below = number < self.max if self.max_open else number <= self.max
+        if not (math.isfinite(number) and above and below):
+            self.fail(f"{value} is not in the range {self.range()}.", param, ctx)
         return number
-
-
-FINITE = FiniteFloat()
-POSITIVE = FiniteFloat(positive=True)
 
 
 class Count(click.IntRange):
@@ -210,7 +210,7 @@ DATA_OPTION = click.option(
 @click.option("--resume", is_flag=True, help="Continue from the run's latest checkpoint.")
 @click.option("--limit", type=Count(1, lim.MAX_LIMIT), default=None,
               help="Use at most N clips per split.")
-@click.option("--max-minutes", type=POSITIVE, default=None,
+@click.option("--max-minutes", type=Amount(0, lim.MAX_MINUTES, min_open=True), default=None,
               help="Stop (with a checkpoint; --resume goes on) after this much training time.")
 @click.option("--backend", type=click.Choice(["tensorflow", "jax"]), default=None,
               help="Keras backend to train on (default: $KERAS_BACKEND, else tensorflow); "
@@ -349,7 +349,7 @@ def evaluate(run, oracles, data_spec, split, limit, config_name, csv_path):
               help="Data to pack: synthetic[:N], mir1k:PATH or mixtures:PATH.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="The pack file to write (train on it with --data pack:FILE).")
-@click.option("--max-mb", type=POSITIVE, required=True,
+@click.option("--max-mb", type=Amount(0, lim.MAX_PACK_MB, min_open=True), required=True,
               help="Refuse a pack over this size (1 MB = 10^6 bytes).")
 @click.option("--limit", type=Count(1, lim.MAX_LIMIT), default=None,
               help="Pack at most N speech files (mixtures) or clips per split.")
@@ -391,8 +391,9 @@ PRECISION_OPTION = click.option(
 )
 BACKEND_OPTION = click.option(
     "--backend", default="litert", show_default=True,
-    type=click.Choice(["litert", "tflite-runtime", "onnxruntime", "keras"]),
-    help="Inference runtime (keras: the reference model of the manifest's source run).",
+    type=click.Choice(["litert", "tflite-runtime", "onnxruntime", "tflm", "keras"]),
+    help="Inference runtime (tflm: TensorFlow Lite Micro's kernels, the [firmware] extra; "
+    "keras: the reference model of the manifest's source run).",
 )
 THREADS_OPTION = click.option(
     "--threads", type=Count(1, lim.MAX_THREADS), default=1, show_default=True,
@@ -403,6 +404,21 @@ HOP_LOOP_OPTION = click.option(
     help="The DSP around the model: numpy, or the C framer `edgesep firmware` emits, compiled "
     "here with gcc (cached) and run with litert/tflite-runtime on the model's own buffers.",
 )
+REQUIRE_SIGNATURE_OPTION = click.option(
+    "--require-signature", "public_key", default=None, metavar="PUB.pem",
+    help="Refuse the export unless its manifest.sig is a valid signature by this Ed25519 "
+    "public key (PEM; `edgesep export --sign` writes it).",
+)
+
+
+def require_signature(export_dir, public_key: str | None) -> None:
+    """With ``--require-signature``: check the export's signature now, and its manifest again
+    at every read for the rest of the command (:func:`edgesep.signing.require_signature`)."""
+    if public_key is not None:
+        from edgesep import signing
+
+        click.get_current_context().with_resource(
+            signing.require_signature(export_dir, public_key))
 
 
 @cli.command()
@@ -418,9 +434,9 @@ HOP_LOOP_OPTION = click.option(
               show_default=True,
               help="Output path under --output; fields {name} (input name without extension), "
               "{filename} (with it), {foldername}, {source}, {ext}.")
-@click.option("--start", type=FINITE, default=0.0, show_default=True,
+@click.option("--start", type=Amount(0, lim.MAX_SECONDS), default=0.0, show_default=True,
               help="Separate from this time of each input (seconds).")
-@click.option("--duration", type=POSITIVE, default=None,
+@click.option("--duration", type=Amount(0, lim.MAX_SECONDS, min_open=True), default=None,
               help="Separate at most this many seconds of each input.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @PRECISION_OPTION
@@ -432,12 +448,13 @@ HOP_LOOP_OPTION = click.option(
 @click.option("--list-devices", is_flag=True, help="With --live: list the sound devices.")
 @click.option("--device", default=None, help="Sound device (index or name) for --live.")
 @click.option("--source", default=None, help="Source played back with --live (default: first).")
-@click.option("--seconds", type=POSITIVE, default=None,
+@click.option("--seconds", type=Amount(0, lim.MAX_SECONDS, min_open=True), default=None,
               help="With --live: stop after this long (default: Ctrl-C).")
+@REQUIRE_SIGNATURE_OPTION
 @user_errors
 def stream(model_dir, inputs, more_inputs, out_dir, fmt, template, start, duration, overwrite,
            precision, backend, threads, hop_loop, strict, live, list_devices, device, source,
-           seconds):
+           seconds, public_key):
     """Separate audio files (or folders of them) frame by frame with an exported model, as a
     device would: OUTPUT/<name>/<source>.<format>, like Spleeter.
 
@@ -455,6 +472,7 @@ def stream(model_dir, inputs, more_inputs, out_dir, fmt, template, start, durati
       edgesep stream pretrained:speech-edge noisy.wav -o out/   (a packaged model)
       edgesep stream pretrained:speech-hearing noisy.wav -o out/ --hop-loop c
     """
+    require_signature(model_dir, public_key)
     from edgesep import console
     from edgesep.runtime import stream_files as sfiles
 
@@ -620,7 +638,7 @@ def info_lines(figures: dict, indent: str = "") -> list[str]:
 @click.option("--int16x8", is_flag=True, help="int16 activations / int8 weights TFLite.")
 @click.option("--dynamic", is_flag=True, help="Dynamic-range (int8 weights) TFLite.")
 @click.option("--onnx", is_flag=True, help="ONNX float32 (no int8 ONNX: see the README).")
-@click.option("--prune", type=float, default=None,
+@click.option("--prune", type=Amount(0, 1, min_open=True, max_open=True), default=None,
               help="Prune this fraction of the separable kernels' weights (e.g. 0.5).")
 @click.option("--structured", is_flag=True,
               help="With --prune: remove that fraction of every block's channels instead.")
@@ -636,9 +654,12 @@ def info_lines(figures: dict, indent: str = "") -> list[str]:
               help="Frames of real audio for int8 calibration (at most what a 24 h stream "
               "holds at a 4 ms hop).")
 @click.option("--force", is_flag=True, help="Replace an existing export directory.")
+@click.option("--sign", "sign_key", default=None, metavar="KEY.pem",
+              help="Sign the manifest with this Ed25519 private key (PEM): writes manifest.sig, "
+              "which stream/validate/firmware --require-signature check.")
 @user_errors
 def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structured, prune_steps,
-           channel_multiple, calib_data, calib_frames, force):
+           channel_multiple, calib_data, calib_frames, force, sign_key):
     """Prune, quantise and export a trained run as streaming TFLite/ONNX models + manifest.
 
     Example: edgesep export runs/edge1 --int8 --onnx --out build/edge1
@@ -653,7 +674,7 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
     path = export_run(run_dir, out_dir, int8=int8, fp16=fp16, int16x8=int16x8, dynamic=dynamic,
                       onnx=onnx, prune=prune, structured=structured, calib_data=calib_data,
                       calib_frames=calib_frames, force=force, prune_steps=prune_steps,
-                      channel_multiple=channel_multiple)
+                      channel_multiple=channel_multiple, sign=sign_key)
     click.echo(accuracy_table(load_manifest(path)))
     click.echo(f"wrote {path}")
 
@@ -668,9 +689,9 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
               show_default=True)
 @click.option("--limit", type=Count(1, lim.MAX_LIMIT), default=None,
               help="Validate on at most N clips.")
-@click.option("--max-sdr-drop", type=FINITE, default=0.3, show_default=True,
+@click.option("--max-sdr-drop", type=Amount(0, lim.MAX_SDR_DROP_DB), default=0.3, show_default=True,
               help="Largest allowed SDR drop (dB) of the export against the reference.")
-@click.option("--max-p99-ms", type=FINITE, default=None,
+@click.option("--max-p99-ms", type=Amount(0, lim.MAX_P99_MS), default=None,
               help="Largest allowed per-hop p99 on the target (ms), of the separator's own CPU "
               "time like the hop-budget checks (another process's use of the CPU cannot fail "
               "it); wall-clock p99 and deadline misses are reported beside the load, not "
@@ -683,7 +704,7 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
 @click.option("--parity-lsb", type=Count(0, lim.MAX_INT8_LSB), default=0, show_default=True,
               help="Largest int8 mask difference allowed between an emulated target and this "
               "machine.")
-@click.option("--hop-budget", type=FINITE, default=None,
+@click.option("--hop-budget", type=Amount(0, lim.MAX_HOP_BUDGET, min_open=True), default=None,
               help="Share of the hop the separator's own CPU time may use (p99 per hop and "
               "real-time factor), overriding the target's (e.g. 0.8 on a slow CI runner; "
               "above 1 accepts slower than real time).")
@@ -697,10 +718,11 @@ def export(run_dir, out_dir, int8, fp16, int16x8, dynamic, onnx, prune, structur
               help="Write a JUnit XML report (one test case per check).")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False),
               help="Write a Markdown report.")
+@REQUIRE_SIGNATURE_OPTION
 @user_errors
 def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p99_ms, target,
              parity_lsb, hop_budget, no_latency, precision, backend, hop_loop, json_path,
-             junit_path, md_path):
+             junit_path, md_path, public_key):
     """Gate an export on accuracy drop and latency: exit 0 pass, 1 regression, 2 usage error,
     3 internal error.
 
@@ -708,6 +730,7 @@ def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p
     Example: edgesep validate build/edge1 --reference runs/edge1 --data mir1k:/data/MIR-1K \\
                  --max-sdr-drop 0.3 --target rpi5 --json report.json --junit junit.xml
     """
+    require_signature(export_dir, public_key)
     check_report_paths({"--json": json_path, "--junit": junit_path, "--markdown": md_path},
                        [export_dir, reference, *data_paths(data_spec)])
     from edgesep import validate as gate
@@ -717,6 +740,7 @@ def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p
     if data_spec is not None and not data_spec.strip():
         raise EdgesepError("--data is empty: give synthetic, mir1k:PATH or mixtures:PATH")
     manifest = load_manifest(export_dir)
+    gate.check_reference(reference, manifest)  # before the clips are loaded
     spec = data_spec or manifest.config.get("train", {}).get("data", "synthetic")
     clips = load_clips(spec, split, sample_rate=manifest.stft.sample_rate, limit=limit)
     click.echo(f"validating on {len(clips)} {split} clips from {spec}", err=True)
@@ -753,7 +777,7 @@ def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p
 @click.option("--steps", type=Count(0, lim.MAX_STEPS), default=None,
               help="Training steps (default: a few minutes on two CPU cores; with --init 0: "
               "the model as packaged).")
-@click.option("--prune", type=click.FloatRange(0.05, 0.95), default=0.3, show_default=True,
+@click.option("--prune", type=Amount(lim.MIN_PRUNE, lim.MAX_PRUNE), default=0.3, show_default=True,
               help="Fraction of channels removed in the pruned export (kept counts rounded to "
               "multiples of 8).")
 @click.option("--prune-steps", type=Count(0, lim.MAX_STEPS), default=50, show_default=True,
@@ -800,8 +824,9 @@ def pipeline(out_dir, data_spec, config_name, init, steps, prune, prune_steps):
               help="Frames of that audio run through both interpreters (0: no check; at most "
               "what a 24 h stream holds at a 4 ms hop).")
 @click.option("--force", is_flag=True, help="Replace an existing --out folder.")
+@REQUIRE_SIGNATURE_OPTION
 @user_errors
-def firmware(export_dir, out_dir, precision, prefix, data_spec, frames, force):
+def firmware(export_dir, out_dir, precision, prefix, data_spec, frames, force, public_key):
     """Turn an export into a C99 folder a device build compiles: model array, frame contract,
     reference framer, TensorFlow Lite Micro glue, README with the memory table.
 
@@ -810,10 +835,11 @@ def firmware(export_dir, out_dir, precision, prefix, data_spec, frames, force):
 
     Example: edgesep firmware build/edge1 --out build/edge1-fw --name edge1
     """
+    require_signature(export_dir, public_key)
     from edgesep.files import check_output_dir
 
     check_output_dir(out_dir, [export_dir, *data_paths(data_spec)], "firmware folder")
-    from edgesep.firmware_bridge import build_firmware
+    from edgesep.firmware import build_firmware
     from edgesep.firmware_bridge.emit import memory_table
 
     result = build_firmware(export_dir, out_dir, precision=precision, name=prefix,
@@ -918,11 +944,50 @@ def target_list() -> None:
         click.echo(f"{profile.describe()}: {how}")
 
 
+#: Signals that stop a command the way Ctrl-C does (see :func:`stop_on_signals`).
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+class Stopped(SystemExit):
+    """A stop signal arrived: exit ``128 + signum`` (143 for SIGTERM, 129 for SIGHUP), as a
+    shell reports a process the signal killed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM and SIGHUP raise :class:`Stopped` in the main thread, so every ``finally``
+    and ``with`` block runs on the way out: temporary files, output locks and half-built
+    folders are removed. Further stop signals are ignored during that clean-up; a signal the
+    parent set to be ignored (``nohup``) stays ignored."""
+    import signal
+
+    def stop(signum: int, frame) -> None:
+        for name in STOP_SIGNALS:
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        raise Stopped(signum)
+
+    for name in STOP_SIGNALS:
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, stop)
+
+
 def main() -> None:
     """Run the CLI; an unexpected exception is a bug: its traceback, then exit 3 (so CI tells
-    it from a regression, 1, and a usage error, 2)."""
+    it from a regression, 1, and a usage error, 2). SIGTERM and SIGHUP stop it cleanly (see
+    :func:`stop_on_signals`)."""
+    stop_on_signals()
     try:
         cli(prog_name="edgesep")
+    except Stopped as exc:
+        import signal
+
+        with contextlib.suppress(OSError, ValueError):  # stderr may be gone with the terminal
+            click.echo(f"edgesep: stopped by {signal.Signals(exc.signum).name}", err=True)
+        raise
     except Exception:  # noqa: BLE001 - the last line of defence
         import traceback
 

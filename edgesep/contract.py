@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesep import frame_contract, signing
 from edgesep.dsp import StftConfig
 from edgesep.errors import EdgesepError
 from edgesep.files import sha256_bytes, write_json_atomic
@@ -139,6 +140,8 @@ class Artefact:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     accuracy: dict | None = None
+    #: The frame contract the model must carry if it carries one (:mod:`edgesep.frame_contract`).
+    contract: dict | None = field(default=None, repr=False, compare=False)
 
     def spec(self, role: str, outputs: bool = False) -> list[TensorSpec]:
         return [t for t in (self.outputs if outputs else self.inputs) if t.role == role]
@@ -193,7 +196,9 @@ def load_manifest(export_dir: str | os.PathLike, verify_files: bool = True) -> M
     """Read and check ``EXPORT_DIR/manifest.json`` (or the file itself).
 
     With ``verify_files``, every artefact must be a regular file in the folder whose size and
-    SHA-256 match the manifest.
+    SHA-256 match the manifest, and agree with the frame contract it carries
+    (:func:`read_artefact`). Under :func:`edgesep.signing.require_signature` for this folder,
+    the bytes read must be signed.
     """
     path = Path(export_dir)
     if path.is_dir():
@@ -219,8 +224,10 @@ def load_manifest(export_dir: str | os.PathLike, verify_files: bool = True) -> M
         raise EdgesepError(f"{where}: field 'output_delay_samples' {delay} != "
                            f"{stft.output_delay_samples} for this STFT")
     sources = tuple(raw["sources"])
+    contract = frame_contract.build(stft, nb_model_bins, sources, raw["feature"])
     artefacts = {
-        key: _artefact(key, val, path.parent, where, nb_model_bins, len(sources), verify_files)
+        key: _artefact(key, val, path.parent, where, nb_model_bins, len(sources), contract,
+                       verify_files)
         for key, val in raw["artefacts"].items()
     }
     return Manifest(
@@ -231,9 +238,10 @@ def load_manifest(export_dir: str | os.PathLike, verify_files: bool = True) -> M
 
 
 def read_artefact(artefact: Artefact) -> bytes:
-    """The artefact's bytes, read once and checked (regular file in its folder, size, SHA-256):
-    load the model from these bytes, not from the path, so what runs is what was checked."""
-    data = _read_regular(artefact.path, MAX_ARTEFACT_BYTES, f"artefacts.{artefact.key}.file")
+    """The artefact's bytes, read once and checked (regular file in its folder, size, SHA-256,
+    the frame contract embedded in the model against the manifest's): load the model from
+    these bytes, not from the path, so what runs is what was checked."""
+    data = read_regular(artefact.path, MAX_ARTEFACT_BYTES, f"artefacts.{artefact.key}.file")
     if len(data) != artefact.nb_bytes:
         raise EdgesepError(f"{artefact.path}: field 'artefacts.{artefact.key}.bytes' "
                            f"{artefact.nb_bytes} != file size {len(data)}")
@@ -244,7 +252,14 @@ def read_artefact(artefact: Artefact) -> bytes:
             f"{artefact.path.name} (file changed or corrupt: {digest[:12]}... != "
             f"{artefact.sha256[:12]}...)"
         )
+    if artefact.contract is not None:
+        frame_contract.check(artefact.contract, data, artefact.format, str(artefact.path))
     return data
+
+
+def embedded_contract(artefact: Artefact) -> dict | None:
+    """The frame contract the artefact's model file carries (``None``: an older export)."""
+    return frame_contract.embedded(read_artefact(artefact), artefact.format, str(artefact.path))
 
 
 def check_model_io(artefact: Artefact, inputs: list[TensorSpec],
@@ -276,7 +291,8 @@ def check_model_io(artefact: Artefact, inputs: list[TensorSpec],
 
 
 def _read_json(path: Path) -> dict:
-    text = _read_regular(path, MAX_MANIFEST_BYTES, "manifest", missing_hint=True)
+    text = read_regular(path, MAX_MANIFEST_BYTES, "manifest", missing_hint=True)
+    signing.check_manifest_bytes(path, text)
     try:
         raw = json.loads(text, parse_constant=_no_constant)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -290,7 +306,7 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a number a manifest may hold")
 
 
-def _read_regular(path: Path, limit: int, field_name: str, missing_hint: bool = False) -> bytes:
+def read_regular(path: Path, limit: int, field_name: str, missing_hint: bool = False) -> bytes:
     """Bytes of a regular file (no symlink, device or FIFO), at most ``limit`` of them."""
     try:
         info = os.lstat(path)
@@ -370,7 +386,7 @@ def _tensor(val: dict, where: str, is_input: bool) -> TensorSpec:
 
 
 def _artefact(key: str, val: dict, directory: Path, where: str, nb_model_bins: int,
-              nb_sources: int, verify: bool) -> Artefact:
+              nb_sources: int, contract: dict, verify: bool) -> Artefact:
     pre = f"{where}: field 'artefacts.{key}"
     inputs = tuple(_tensor(t, f"{pre}.inputs[{i}]'", True) for i, t in enumerate(val["inputs"]))
     outputs = tuple(_tensor(t, f"{pre}.outputs[{i}]'", False)
@@ -399,7 +415,8 @@ def _artefact(key: str, val: dict, directory: Path, where: str, nb_model_bins: i
             raise EdgesepError(f"{pre}': state {t.feeds_from} cannot feed {t.name} (shapes)")
     art = Artefact(key=key, path=directory / val["file"], format=val["format"],
                    precision=val["precision"], sha256=val["sha256"], nb_bytes=val["bytes"],
-                   inputs=inputs, outputs=outputs, accuracy=val.get("accuracy"))
+                   inputs=inputs, outputs=outputs, accuracy=val.get("accuracy"),
+                   contract=contract)
     if verify:
         read_artefact(art)
     return art
@@ -445,7 +462,11 @@ def manifest_summary(manifest: Manifest) -> dict[str, Any]:
     figures["sources"] = list(manifest.sources)
     figures["artefacts"] = {
         k: {"file": a.path.name, "format": a.format, "precision": a.precision,
-            "bytes": a.nb_bytes, "states": len(a.spec("state"))}
+            "bytes": a.nb_bytes, "states": len(a.spec("state")),
+            "frame_contract": "embedded" if embedded_contract(a) else "absent (older export)"}
         for k, a in manifest.artefacts.items()
     }
+    signed = (manifest.directory / signing.SIGNATURE_NAME).is_file()
+    figures["signature"] = (f"{signing.SIGNATURE_NAME} (checked by --require-signature PUB)"
+                            if signed else None)
     return figures

@@ -1,14 +1,23 @@
 """Atomic file writes and file digests: a temporary file beside the target, then a rename, so
-a crash never leaves a half-written report, manifest or config behind."""
+a crash never leaves a half-written report, manifest or config behind.
+
+A temporary file is named ``.tmp-PID-RANDOM-NAME`` (:func:`create_temp`): the process that
+owns it and the target's name (its extension kept, for writers that check it). A run that is
+stopped (an exception, Ctrl-C, SIGTERM or SIGHUP: see :func:`edgesep.cli.main`) removes its
+own; what a SIGKILLed run left is removed by the next write into that folder
+(:func:`clean_stale_temps`), once its process is gone.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
+import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,12 +25,72 @@ from typing import BinaryIO
 
 #: Kernel and device trees: no report or output of edgesep belongs there.
 SPECIAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
+#: How the name of every temporary file edgesep writes begins (:func:`create_temp`).
+TEMP_PREFIX = ".tmp-"
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d{1,9})-[0-9a-f]{8}-")
+
+log = logging.getLogger("edgesep.files")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def create_temp(path: str | os.PathLike) -> tuple[int, Path]:
+    """Create a new empty file ``.tmp-PID-RANDOM-NAME`` beside ``path`` (creating its folder;
+    the kernel applies the umask to 0666); returns its descriptor, open for reading and
+    writing, and its path. Temporaries that killed runs left in that folder are removed first
+    (:func:`clean_stale_temps`)."""
+    from edgesep.errors import EdgesepError
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for note in clean_stale_temps(path.parent):
+        log.warning(note)
+    for _ in range(100):
+        tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+        try:
+            return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise EdgesepError(f"{path}: could not create a temporary file beside it")
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporary files (:func:`create_temp`) in ``folder`` whose process is gone
+    (a SIGKILLed or crashed run); returns one note per file removed. Another live process's
+    temporaries, and files of any other name, are kept."""
+    notes = []
+    try:
+        candidates = list(Path(folder).glob(f"{TEMP_PREFIX}*"))
+    except OSError:
+        return notes
+    for path in candidates:
+        match = _TEMP_NAME.match(path.name)
+        if match is None or path.is_symlink() or not path.is_file():
+            continue
+        pid = int(match[1])
+        if pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        notes.append(f"removed {path}, left by an interrupted run (process {pid})")
+    return notes
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A new empty temporary file beside ``path`` (see :func:`create_temp`), for a writer that
+    wants a file name (Keras's ``save_weights``); it replaces ``path`` when the block ends,
+    and is removed if the block raises."""
+    path = Path(path)
+    fd, tmp = create_temp(path)
+    os.close(fd)
+    try:
+        yield tmp
+        check_replaceable(path)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager
@@ -30,16 +99,14 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     it replaces ``path`` with the usual permissions (0666 less the umask) when the block ends,
     and is removed if the block raises."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    fd, tmp = create_temp(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
-        os.chmod(tmp, 0o666 & ~_umask())
         check_replaceable(path)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from edgesep.audio import write_audio
 from edgesep.dsp import stft
+from edgesep.files import atomic_file, write_text_atomic
 
 ROWS = (("export", "float32", "litert"), ("export", "int8", "litert"),
         ("export", "float32", "onnxruntime"), ("export-pruned", "int8", "litert"))
@@ -267,7 +268,7 @@ def write_report(pipe) -> dict:
            "Mixture: [mixture](audio/mixture.wav)", ""]
     md += [_md_table(audio_rows[0], [[row[0], *[f"[{n}](audio/{n}.wav)" for n in row[1:]]]
                                      for row in audio_rows[1]])]
-    (out / "report.md").write_text("\n".join(md) + "\n")
+    write_text_atomic(out / "report.md", "\n".join(md) + "\n")
 
     reasons_html = ("<ul>" + "".join(f"<li>{inline_html(r)}</li>" for r in reasons) + "</ul>"
                     if reasons else "")
@@ -300,7 +301,7 @@ def write_report(pipe) -> dict:
             "<style>body{font-family:sans-serif;max-width:70em;margin:auto}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;"
             "text-align:right}</style></head><body>" + "\n".join(body) + "</body></html>")
-    (out / "report.html").write_text(page)
+    write_text_atomic(out / "report.html", page)
     return {"report": str(out / "report.html"), "plots": [str(p) for p in plots],
             "verdict": verdict_text}
 
@@ -363,9 +364,7 @@ def _spectrogram_plot(path: Path, clip, estimates: dict, cfg) -> Path:
     for ax in axes[-1]:
         ax.set_xlabel("s")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save_figure(fig, path)
     return path
 
 
@@ -400,9 +399,7 @@ def _latency_plot(path: Path, pipe) -> Path | None:
         ax.set_ylabel("hops")
     axes[-1, 0].set_xlabel("µs per hop (log scale)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save_figure(fig, path)
     return path
 
 
@@ -425,9 +422,19 @@ def _loss_plot(path: Path, history_path: Path) -> Path | None:
     ax.set_ylabel("L1 on masked magnitudes")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save_figure(fig, path)
     return path
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Write ``fig`` as a PNG atomically (creating its folder), then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_file(path) as fh:
+            fig.savefig(fh, dpi=80, format="png")
+    finally:
+        plt.close(fig)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:

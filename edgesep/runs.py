@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgesep.config import Config, read_saved_config
 from edgesep.errors import EdgesepError
 from edgesep.files import sha256_file
+
+if TYPE_CHECKING:
+    from edgesep.contract import Manifest
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -36,6 +40,16 @@ def weights_path(run_dir: str | os.PathLike) -> Path:
 
 def weights_sha256(run_dir: str | os.PathLike) -> str:
     return sha256_file(weights_path(run_dir))
+
+
+def check_source_weights(run_dir: str | os.PathLike, manifest: Manifest) -> None:
+    """Raise :class:`EdgesepError` unless ``run_dir`` holds the weights ``manifest``'s export
+    was made from (its ``source_run_weights_sha256``; nothing to check when not recorded): a
+    reference run must be the export's own (``stream --backend keras``, ``validate``)."""
+    expected = manifest.source_run_weights_sha256
+    if expected and weights_sha256(run_dir) != expected:
+        raise EdgesepError(f"{run_dir}: its weights are not the ones {manifest.directory} was "
+                           "exported from (SHA-256 differs)")
 
 
 def load_run(run_dir: str | os.PathLike):

@@ -27,7 +27,7 @@ from edgesep.config import Config, read_saved_config, save_config
 from edgesep.data import Clip
 from edgesep.data.mixtures import MixtureSampler
 from edgesep.errors import EdgesepError
-from edgesep.files import check_writable_dir, write_json_atomic
+from edgesep.files import atomic_file, atomic_path, check_writable_dir, write_json_atomic
 from edgesep.runs import WEIGHTS_FILE
 from edgesep.training_data import excerpt_samples, training_set
 
@@ -90,10 +90,8 @@ def save_checkpoint(path: Path, trainer, **state) -> None:
         arrays[f"o{i}"] = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
     for key, value in state.items():
         arrays[f"s_{key}"] = np.asarray(value)
-    tmp = path.with_name(".tmp-" + path.name)
-    with open(tmp, "wb") as f:
+    with atomic_file(path) as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path, trainer) -> dict:
@@ -320,9 +318,8 @@ def _validation_batches(clips: list[Clip], cfg: Config) -> list:
 
 
 def _save_weights(model, path: Path) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    model.save_weights(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # its name keeps the .weights.h5 Keras asks for
+        model.save_weights(str(tmp))
 
 
 def _read_history(out_dir: Path) -> list[dict]:

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesep import targets
+from edgesep.contract import MANIFEST_NAME
 from edgesep.data import Clip
 from edgesep.errors import EdgesepError
 from edgesep.evaluate import Evaluation, evaluate_clips, evaluate_separator
@@ -116,36 +117,43 @@ def export_separator(
     return streamer, lambda mixture: separate_file(streamer, mixture)
 
 
+def check_reference(reference: str | Path, manifest: Manifest) -> None:
+    """Refuse, before any work, a reference that cannot gate ``manifest``'s export: neither a
+    run directory nor an export directory, another sample rate (the scores would not be
+    comparable), or a run whose weights are not the ones the export was made from
+    (:func:`edgesep.runs.check_source_weights`; a pruned export's is still its source run)."""
+    from edgesep.runs import check_source_weights, is_run, run_config
+
+    reference = Path(reference)
+    if (reference / MANIFEST_NAME).exists():
+        rate = load_manifest(reference).stft.sample_rate
+    elif is_run(reference):
+        rate = run_config(reference).stft.sample_rate
+        check_source_weights(reference, manifest)
+    else:
+        raise EdgesepError(f"{reference}: neither a run directory (config.json) nor an export "
+                           "directory (manifest.json)")
+    if rate != manifest.stft.sample_rate:
+        raise EdgesepError(f"{reference}: the reference runs at {rate} Hz, the export at "
+                           f"{manifest.stft.sample_rate} Hz")
+
+
 def reference_separator(
-    reference: str | Path, sample_rate: int | None = None, backend: str = "litert"
+    reference: str | Path, backend: str = "litert"
 ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """A run directory (Keras model; needs the [train] extra) or an export directory (its
     float32 TFLite model, no TensorFlow; on ``backend`` when that runs TFLite, else LiteRT).
-    With ``sample_rate``, a reference at another rate than the export is refused (its scores
-    would not be comparable)."""
+    :func:`check_reference` says whether it may gate an export."""
     reference = Path(reference)
-
-    def check_rate(rate: int) -> None:
-        if sample_rate is not None and rate != sample_rate:
-            raise EdgesepError(f"{reference}: the reference runs at {rate} Hz, the export at "
-                               f"{sample_rate} Hz")
-
-    if (reference / "manifest.json").exists():
-        ref_manifest = load_manifest(reference)
-        check_rate(ref_manifest.stft.sample_rate)
+    if (reference / MANIFEST_NAME).exists():
         tflite = backend if backend_format(backend) == "tflite" else "litert"
-        _, separate = export_separator(ref_manifest, "float32", tflite)
+        _, separate = export_separator(load_manifest(reference), "float32", tflite)
         return separate
-    if (reference / "config.json").exists():
-        from edgesep.config import read_saved_config
-        from edgesep.inference import keras_separator
-        from edgesep.runs import load_run
+    from edgesep.inference import keras_separator
+    from edgesep.runs import load_run
 
-        check_rate(read_saved_config(reference / "config.json").stft.sample_rate)
-        model, cfg = load_run(reference)
-        return keras_separator(model, cfg)
-    raise EdgesepError(f"{reference}: neither a run directory (config.json) nor an export "
-                       "directory (manifest.json)")
+    model, cfg = load_run(reference)
+    return keras_separator(model, cfg)
 
 
 def validate(
@@ -193,6 +201,7 @@ def validate(
         raise EdgesepError(f"--parity-lsb must be >= 0, got {parity_lsb}")
     say = progress or (lambda message: None)
     manifest = load_manifest(export_dir)
+    check_reference(reference, manifest)
     rate = manifest.stft.sample_rate
     wrong = sorted({c.sample_rate for c in clips if c.sample_rate != rate})
     if wrong:
@@ -202,7 +211,7 @@ def validate(
         shipped, exported = export_separator(manifest, precision, backend, hop_loop=hop_loop)
     else:
         shipped = streamer  # an emulated target's C loop is only counted (see the module doc)
-    separate_reference = reference_separator(reference, rate, backend)
+    separate_reference = reference_separator(reference, backend)
     report = ValidationReport(
         export=str(export_dir), reference=str(reference), target=profile,
         precision=streamer.stepper.artefact.key, backend=backend, hop_loop=hop_loop,
@@ -258,7 +267,7 @@ def _check_emulation(profile: TargetProfile, latency: bool, hop_loop: str) -> No
                            "from counted instructions: run `edgesep target setup --counter`, or "
                            "pass --no-latency to gate accuracy and parity only")
     if latency and hop_loop == "c":
-        from edgesep.runtime.hop_loop import compiler_identity
+        from edgesep.framer.cache import compiler_identity
         from edgesep.targets.emulator import CROSS_GCC
 
         compiler_identity(CROSS_GCC)  # an Error: line naming the install when it is missing

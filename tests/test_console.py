@@ -84,7 +84,7 @@ def test_line_progress_writes_lines_not_redraws(caplog):
     (["pack", "--data", "synthetic", "--out", "x.pack"], "Missing option '--max-mb'"),
     (["bench"], "Missing argument 'MODEL_DIR'"),
     (["bench", ".", "--hop-loop", "rust"], "'rust' is not one of 'python', 'c'"),
-    (["stream", ".", "--start", "nan"], "must be a finite number"),
+    (["stream", ".", "--start", "nan"], "nan is not in the range 0<=x<="),
     (["no-such-command"], "No such command 'no-such-command'"),
     (["pretrained", "lsit"], "No such command 'lsit'"),
     (["--bogus"], "--bogus"),

@@ -1,16 +1,24 @@
 """Hostile input to the command line, by family: every count has a ceiling; every output file
 and folder is checked up front (never a device, link, FIFO, socket or kernel file, never inside
 what the command reads) and an atomic write never replaces anything but a regular file; the
-modules import without cycles. Each refusal is one ``Error:`` line, exit 2, before any work.
-Audio samples (NaN, 1e30) are the family of ``tests/test_audio.py``."""
+modules import without cycles; every float option has bounds too; a stopped run (SIGTERM,
+SIGHUP) removes its temporary files and lock, and what a SIGKILLed one left the next removes;
+validate takes a reference run only with the export's own weights. Each refusal is one
+``Error:`` line, exit 2, before any work. Audio samples (NaN, 1e30) are the family of
+``tests/test_audio.py``."""
 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
+import signal
 import socket
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import click
@@ -18,9 +26,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import one_error_line
 
-from edgesep.cli import cli
+from edgesep.cli import Amount, cli
 from edgesep.errors import EdgesepError
-from edgesep.files import atomic_file, check_output_dir, check_output_file
+from edgesep.files import atomic_file, check_output_dir, check_output_file, clean_stale_temps
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "pretrained:speech-hearing"
@@ -104,6 +112,47 @@ def test_the_api_refuses_a_thread_count_over_the_ceiling():
 
     with pytest.raises(EdgesepError, match=f"--threads must be within 1..{MAX_THREADS}"):
         Separator.from_pretrained("speech-hearing", threads=100000)
+
+
+# --- 1b. amounts: every float option has a floor and a ceiling; NaN and inf are refused -----
+
+FLOAT_OPTIONS = _options(lambda p: isinstance(p.type, click.types.FloatParamType | Amount))
+
+
+def test_every_float_option_has_a_floor_and_a_ceiling():
+    assert len(FLOAT_OPTIONS) >= 10, FLOAT_OPTIONS  # the walk found the commands' options
+    unbounded = [f"{' '.join(path)} {p.opts[0]}" for path, p in FLOAT_OPTIONS
+                 if not isinstance(p.type, Amount)]
+    assert unbounded == []
+
+
+def _hostile_amounts(amount: Amount) -> dict[str, str]:
+    """``{family: value}`` that ``amount`` must refuse."""
+    values = {"nan": "nan", "inf": "inf", "-inf": "-inf", "negative": "-1",
+              "over the ceiling": repr(amount.max * 10)}
+    if amount.min_open:
+        values["the open floor"] = repr(amount.min)
+    if amount.max_open:
+        values["the open ceiling"] = repr(amount.max)
+    return values
+
+
+@pytest.mark.parametrize("path, option, value", [
+    (path, p.opts[0], value) for path, p in FLOAT_OPTIONS if isinstance(p.type, Amount)
+    for value in _hostile_amounts(p.type).values()
+], ids=lambda v: str(v) if not isinstance(v, tuple) else "-".join(v))
+def test_an_amount_out_of_its_range_is_one_error_line(path, option, value):
+    res = CliRunner().invoke(cli, [*path, f"{option}={value}"])
+    one_error_line(res, f"'{option}'", "is not in the range")
+
+
+def test_a_hostile_amount_stops_before_any_work(tmp_path, data_root):
+    clip = next((data_root / "speech" / "tsp").rglob("*.flac"))
+    for args in (["stream", MODEL, str(clip), "-o", str(tmp_path / "sep"), "--start", "nan"],
+                 ["validate", MODEL, "--reference", MODEL, "--max-sdr-drop", "inf", "--json",
+                  str(tmp_path / "r.json")]):
+        one_error_line(CliRunner().invoke(cli, args), "is not in the range")
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- 2. one owner of output file paths: edgesep.files.check_output_file ----------------------
@@ -324,7 +373,7 @@ def test_an_output_folder_over_an_input_is_refused_before_any_work(case, export,
 
 
 def test_the_firmware_library_never_replaces_its_export(export):
-    from edgesep.firmware_bridge import build_firmware
+    from edgesep.firmware import build_firmware
 
     before = _tree(export)
     with pytest.raises(EdgesepError, match="which this command reads"):
@@ -367,6 +416,123 @@ def test_an_atomic_write_never_replaces_what_appeared_meanwhile(kind, tmp_path):
         assert stat.S_IFMT(os.lstat(path).st_mode) != stat.S_IFREG
     assert (tmp_path / "real").read_text() == "keep"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+# --- 3. a stopped run leaves no temporary file or lock; a killed one's the next run removes --
+
+def _tone(path: Path, minutes: int) -> Path:
+    """A 16-bit FLAC tone, long enough that separating it takes about a minute here."""
+    import numpy as np
+    import soundfile as sf
+
+    rate = 16000
+    block = (0.1 * np.sin(2 * np.pi * 440 * np.arange(60 * rate) / rate)).astype(np.float32)
+    with sf.SoundFile(path, "w", rate, 1, format="FLAC", subtype="PCM_16") as fh:
+        for _ in range(minutes):
+            fh.write(block)
+    return path
+
+
+def _default_stop_signals() -> None:
+    """In the child: SIGTERM and SIGHUP as a fresh shell has them (not ``nohup``'s)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def _stream_until_writing(clip: Path, out: Path) -> subprocess.Popen:
+    """``edgesep stream`` in a real process, returned once its temporary outputs exist."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgesep", "stream", MODEL, str(clip), "-o",
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=_default_stop_signals)
+    deadline = time.monotonic() + 120
+    while len(list(out.rglob(".tmp-*"))) < 2:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"stream never started writing: {proc.communicate()}")
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_stopped_stream_leaves_no_temporary_file_or_lock(name, code, tmp_path):
+    from edgesep.runtime.stream_files import LOCK_NAME
+
+    clip, out = _tone(tmp_path / "long.flac", 10), tmp_path / "out"
+    proc = _stream_until_writing(clip, out)
+    assert (out / LOCK_NAME).exists()
+    proc.send_signal(getattr(signal, name))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == f"edgesep: stopped by {name}", err
+    assert "Traceback" not in err
+    assert [p for p in out.rglob("*") if not p.is_dir()] == []  # no temporary, lock or output
+
+
+def test_a_killed_streams_leftovers_are_removed_by_the_next_run(tmp_path):
+    from edgesep.runtime.stream_files import LOCK_NAME
+
+    clip, out = _tone(tmp_path / "long.flac", 10), tmp_path / "out"
+    proc = _stream_until_writing(clip, out)
+    proc.kill()  # SIGKILL: nothing of it runs, its files stay
+    proc.communicate()
+    left = sorted(p.name for p in out.rglob("*") if not p.is_dir())
+    assert LOCK_NAME in left and len(left) == 3, left
+    res = subprocess.run([sys.executable, "-m", "edgesep", "stream", MODEL, str(clip), "-o",
+                          str(out), "--duration", "1"], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"left by an interrupted run (process {proc.pid})" in res.stderr
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir()) == [
+        "long/accompaniment.wav", "long/vocals.wav"]
+
+
+def test_only_temporaries_of_gone_processes_are_swept(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    names = {f".tmp-{gone}-0123abcd-r.json": False, f".tmp-{os.getpid()}-0123abcd-r.json": True,
+             f".tmp-{os.getppid()}-0123abcd-r.json": True, ".tmp-r.json.x1y2z3": True,
+             f".tmp-{gone}-notours-r.json": True, "r.json": True}
+    for name in names:
+        (tmp_path / name).write_text("{}")
+    notes = clean_stale_temps(tmp_path)
+    assert [note.split(",")[0] for note in notes] == [f"removed {tmp_path / next(iter(names))}"]
+    assert {name: (tmp_path / name).exists() for name in names} == names
+    with atomic_file(tmp_path / "new.json") as fh:  # the name carries the owner's process id
+        [tmp] = [p.name for p in tmp_path.glob(".tmp-*new.json")]
+        assert tmp.startswith(f".tmp-{os.getpid()}-") and tmp.endswith("-new.json")
+        fh.write(b"{}")
+    assert not list(tmp_path.glob(".tmp-*new.json"))
+
+
+# --- 3b. validate refuses a reference run that is not the export's own ----------------------
+
+def _run_of(export: Path, tmp_path: Path) -> Path:
+    """A run folder with a packaged export's config and weights: the run it came from."""
+    run = tmp_path / "run"
+    run.mkdir()
+    manifest = json.loads((export / "manifest.json").read_text())
+    (run / "config.json").write_text(json.dumps(manifest["config"]))
+    shutil.copy(export / "model.weights.h5", run)
+    return run
+
+
+def test_validate_refuses_a_reference_run_with_other_weights(export, tmp_path):
+    from edgesep.contract import load_manifest
+    from edgesep.runtime.stepper import open_stepper
+    from edgesep.validate import check_reference
+
+    run = _run_of(export, tmp_path)
+    check_reference(run, load_manifest(export))  # the export's own weights: accepted
+    other = bytearray((run / "model.weights.h5").read_bytes())
+    other[-1] ^= 1
+    (run / "model.weights.h5").write_bytes(bytes(other))
+    report = tmp_path / "r.json"
+    res = CliRunner().invoke(cli, ["validate", str(export), "--reference", str(run),
+                                   "--data", "synthetic", "--json", str(report)])
+    one_error_line(res, str(run), "weights are not the ones", "SHA-256 differs")
+    assert not report.exists()
+    with pytest.raises(EdgesepError, match="weights are not the ones"):
+        open_stepper(load_manifest(export), "float32", "keras", run=run)  # stream --backend keras
 
 
 # --- 4. no import cycles between edgesep's modules -------------------------------------------

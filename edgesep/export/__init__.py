@@ -19,13 +19,17 @@ from edgesep.contract import MANIFEST_NAME, artefact_entry, write_manifest
 from edgesep.data import SOURCES
 from edgesep.errors import EdgesepError
 from edgesep.files import atomic_folder, check_writable_dir, write_json_atomic
+from edgesep.frame_contract import METADATA_NAME, build, encode
 from edgesep.runs import weights_sha256
 from edgesep.runtime.backends import LiteRtBackend, OnnxRuntimeBackend
 from edgesep.runtime.stepper import Stepper
+from edgesep.signing import load_private_key, sign_export
 
 __all__ = ["export_run"]
 
 log = logging.getLogger("edgesep.export")
+#: The model's input feature (``manifest.json`` field ``feature``).
+FEATURE = "log1p_magnitude"
 
 
 def export_run(
@@ -47,6 +51,7 @@ def export_run(
     eval_clips: int = 3,
     eval_frames: int = 250,
     progress: bool = True,
+    sign: str | os.PathLike | None = None,
 ) -> Path:
     """Export ``run_dir`` into ``out_dir``; returns the path of ``manifest.json``.
 
@@ -57,6 +62,8 @@ def export_run(
     magnitude pruning (``prune`` alone) was removed (see :mod:`edgesep.export.prune`).
     Calibration and the accuracy check use ``calib_data`` (a ``load_clips`` spec; default the
     run's training data): ``calib_frames`` train frames, ``eval_clips`` val clips.
+    ``sign``: an Ed25519 private key (PEM) that signs the manifest (``manifest.sig``,
+    :mod:`edgesep.signing`).
     """
     from edgesep.calibration.ranges import range_report
     from edgesep.calibration.representative import (
@@ -82,6 +89,7 @@ def export_run(
     if prune is not None and not structured:
         raise EdgesepError("--prune needs --structured: magnitude pruning was removed (its "
                            "zeros gave no speed-up, and tfmot does not take Keras 3 models)")
+    key = load_private_key(sign) if sign is not None else None
     from edgesep.console import require_tensorflow_backend
 
     require_tensorflow_backend("export")
@@ -156,6 +164,8 @@ def export_run(
                 if reason:
                     raise EdgesepError(f"export of precision {precision} failed: {reason}; nothing "
                                        f"was written to {out_dir}")
+                path.write_bytes(tflite.embed_metadata(path.read_bytes(), METADATA_NAME,
+                                                       encode(_contract(cfg))))
                 stepper = Stepper(LiteRtBackend(path.read_bytes()), nb_sources)
                 artefacts[precision] = _entry(path, precision, "tflite", stepper,
                                               check.measure(stepper, baseline))
@@ -165,6 +175,7 @@ def export_run(
                 from edgesep.export import onnx as ox
 
                 path = ox.convert(stream, tmp / "model_float32.onnx")
+                ox.embed_metadata(path, METADATA_NAME, encode(_contract(cfg)).decode("ascii"))
                 stepper = Stepper(OnnxRuntimeBackend(path.read_bytes()), nb_sources)
                 artefacts["onnx_float32"] = _entry(path, "float32", "onnx", stepper,
                                                    check.measure(stepper, baseline))
@@ -175,10 +186,18 @@ def export_run(
                 source_run=os.path.relpath(run_dir.resolve(), out_dir.resolve()),
                 weights_sha256=weights_sha256(run_dir), extra=extra)
             write_manifest(tmp, manifest)
+            if key is not None:
+                sign_export(tmp, key)
             advance("manifest")
     finally:
         bar.close()
     return out_dir / MANIFEST_NAME
+
+
+def _contract(cfg) -> dict:
+    """The frame contract embedded in every model file (:mod:`edgesep.frame_contract`): the
+    framing the manifest records."""
+    return build(cfg.stft, cfg.nb_model_bins, SOURCES, FEATURE)
 
 
 def _entry(path: Path, precision: str, fmt: str, stepper, accuracy: dict) -> dict:
@@ -194,7 +213,7 @@ def build_manifest(cfg, artefacts: dict, *, parameters: int, macs: int, source_r
     """The manifest of an export (:mod:`edgesep.contract` checks and writes it)."""
     manifest = {
         "stft": cfg.stft.to_dict(), "nb_model_bins": cfg.nb_model_bins,
-        "feature": "log1p_magnitude", "sources": list(SOURCES),
+        "feature": FEATURE, "sources": list(SOURCES),
         "algorithmic_latency_samples": cfg.stft.latency_samples,
         "algorithmic_latency_ms": cfg.stft.latency_ms,
         "output_delay_samples": cfg.stft.output_delay_samples,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgesep.files import write_bytes_atomic
+
 OPSET = 17
 
 
@@ -30,6 +32,19 @@ def convert(smodel, path: Path) -> Path:
     _rename(model_proto, {t.name: t.name.split(":")[0] for t in [*graph.input, *graph.output]})
     onnx.checker.check_model(model_proto)
     Path(path).write_bytes(model_proto.SerializeToString())
+    return Path(path)
+
+
+def embed_metadata(path: Path, name: str, value: str) -> Path:
+    """Set ``metadata_props[name]`` of the ONNX model at ``path`` to ``value`` (rewritten in
+    place, checked by onnx)."""
+    import onnx
+
+    model_proto = onnx.load_model_from_string(Path(path).read_bytes())
+    onnx.helper.set_model_props(
+        model_proto, {**{p.key: p.value for p in model_proto.metadata_props}, name: value})
+    onnx.checker.check_model(model_proto)
+    write_bytes_atomic(path, model_proto.SerializeToString())
     return Path(path)
 
 

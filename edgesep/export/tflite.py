@@ -68,6 +68,25 @@ def convert(smodel, precision: str = "float32", representative=None) -> bytes:
             return converter.convert()
 
 
+def embed_metadata(model: bytes, name: str, value: bytes) -> bytes:
+    """``model`` (a ``.tflite`` flatbuffer) with metadata entry ``name`` set to ``value`` (one
+    new buffer; an entry of that name is replaced), through TensorFlow's own schema objects
+    (``flatbuffer_utils``), the schema of the converter that wrote it."""
+    import numpy as np
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    obj = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    obj.metadata = [m for m in obj.metadata or [] if m.name != name.encode()]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(value, np.uint8)
+    obj.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = name.encode(), len(obj.buffers) - 1
+    obj.metadata.append(entry)
+    return flatbuffer_utils.convert_object_to_bytearray(obj)
+
+
 _PROBE = """
 import sys
 from pathlib import Path

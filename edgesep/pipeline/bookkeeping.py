@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgesep.errors import EdgesepError
-from edgesep.files import sha256_bytes, sha256_file, write_json_atomic
+from edgesep.files import sha256_bytes, sha256_file, write_json_atomic, write_text_atomic
 
 log = logging.getLogger("edgesep.pipeline")
 
@@ -48,7 +48,7 @@ def run_stage(out: Path, name: str, fn: Callable[[], dict], outputs: list[Path],
     except EdgesepError as exc:
         raise EdgesepError(f"pipeline stage '{name}' failed: {exc}") from None
     except Exception as exc:  # an internal error: keep the traceback in the log file
-        (out / "pipeline-error.log").write_text(traceback.format_exc())
+        write_text_atomic(out / "pipeline-error.log", traceback.format_exc())
         raise EdgesepError(
             f"pipeline stage '{name}' failed: {type(exc).__name__}: {exc} "
             f"(traceback in {out / 'pipeline-error.log'})"

@@ -210,17 +210,21 @@ def open_stepper(manifest: Manifest, precision: str | None = None, backend: str 
 
     fmt = backend_format(backend)
     artefact = manifest.artefact(precision, fmt or "tflite")
+    cls = backend_class(backend)
+    if cls.precisions is not None and artefact.precision not in cls.precisions:
+        raise EdgesepError(f"backend {backend} runs {', '.join(sorted(cls.precisions))} "
+                           f"models; artefact {artefact.key} is {artefact.precision}")
     if fmt is None:
         run_dir = Path(run) if run is not None else manifest.source_run_path()
         _check_reference_run(manifest, run_dir)
-        model = backend_class(backend)(run_dir, threads)
+        model = cls(run_dir, threads)
     else:
-        model = backend_class(backend)(read_artefact(artefact), threads)
+        model = cls(read_artefact(artefact), threads)
     return Stepper.for_artefact(artefact, model, len(manifest.sources))
 
 
 def _check_reference_run(manifest: Manifest, run_dir: Path) -> None:
-    from edgesep.runs import run_config, weights_sha256
+    from edgesep.runs import check_source_weights, run_config
 
     if not run_dir.is_dir():
         raise EdgesepError(f"{run_dir}: the reference run does not exist (--run RUN gives it)")
@@ -229,7 +233,4 @@ def _check_reference_run(manifest: Manifest, run_dir: Path) -> None:
                                                       for k in ("stft", "model")}:
         raise EdgesepError(f"{run_dir}: this run's config differs from the one "
                            f"{manifest.directory} was exported from")
-    expected = manifest.source_run_weights_sha256
-    if expected and weights_sha256(run_dir) != expected:
-        raise EdgesepError(f"{run_dir}: its weights are not the ones {manifest.directory} was "
-                           "exported from (SHA-256 differs)")
+    check_source_weights(run_dir, manifest)
