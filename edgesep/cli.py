@@ -824,9 +824,17 @@ def pipeline(out_dir, data_spec, config_name, init, steps, prune, prune_steps):
               help="Frames of that audio run through both interpreters (0: no check; at most "
               "what a 24 h stream holds at a 4 ms hop).")
 @click.option("--force", is_flag=True, help="Replace an existing --out folder.")
+@click.option("--target", "targets", multiple=True,
+              type=click.Choice(["host", "cortex-m4f", "cortex-m55"]),
+              help="Also build the folder into a whole program for this target (TFLite Micro "
+              "built from $EDGESEP_VENDOR, default ../shared/vendor) and run it over --data: "
+              "natively, or under qemu-arm for the Cortex-M cores; compared with LiteRT and "
+              "the Python streamer, flash and RAM measured, instructions per hop counted "
+              "after `edgesep target setup --counter`. Repeatable.")
 @REQUIRE_SIGNATURE_OPTION
 @user_errors
-def firmware(export_dir, out_dir, precision, prefix, data_spec, frames, force, public_key):
+def firmware(export_dir, out_dir, precision, prefix, data_spec, frames, force, targets,
+             public_key):
     """Turn an export into a C99 folder a device build compiles: model array, frame contract,
     reference framer, TensorFlow Lite Micro glue, README with the memory table.
 
@@ -839,6 +847,11 @@ def firmware(export_dir, out_dir, precision, prefix, data_spec, frames, force, p
     from edgesep.files import check_output_dir
 
     check_output_dir(out_dir, [export_dir, *data_paths(data_spec)], "firmware folder")
+    from edgesep.firmware_bridge.tflm_library import check_tools, get_target, vendor_archive
+
+    for name in targets:  # every tool and the sources there before any work
+        check_tools(get_target(name))
+        vendor_archive()
     from edgesep.firmware import build_firmware
     from edgesep.firmware_bridge.emit import memory_table
 
@@ -856,6 +869,14 @@ def firmware(export_dir, out_dir, precision, prefix, data_spec, frames, force, p
     for what, nb_bytes, _how in memory_table(result.spec):
         click.echo(f"{what:40s} {nb_bytes:>12s}")
     click.echo(f"wrote {result.out_dir}")
+    from edgesep.firmware import DEFAULT_PARITY_FRAMES, run_on_target, target_run_lines
+
+    for name in targets:
+        run = run_on_target(result, export_dir, name, precision=precision, data=data_spec,
+                            hops=frames or DEFAULT_PARITY_FRAMES,
+                            say=lambda message: click.echo(message, err=True))
+        for line in target_run_lines(run):
+            click.echo(line)
 
 
 @cli.group()

@@ -32,6 +32,10 @@ class Toolchain:
         return self.root / "qemu" / "qemu-aarch64"
 
     @property
+    def qemu_arm(self) -> Path:  # Cortex-M programs (edgesep.firmware_bridge.program)
+        return self.root / "qemu" / "qemu-arm"
+
+    @property
     def rootfs(self) -> Path:
         return self.root / "rootfs"
 
@@ -63,6 +67,10 @@ class Toolchain:
     @property
     def counter_qemu(self) -> Path:
         return self.root / "counter" / "qemu-aarch64"
+
+    @property
+    def counter_qemu_arm(self) -> Path:
+        return self.root / "counter" / "qemu-arm"
 
     @property
     def counter_plugin(self) -> Path:

@@ -2,17 +2,19 @@
 
 Into one cache folder (``$EDGESEP_TARGET_CACHE``, default ``~/.cache/edgesep/targets``):
 
-1. ``qemu/qemu-aarch64``: qemu-user >= 8 (one on ``PATH`` if it is recent enough, else the
-   static build in Debian trixie's ``qemu-user`` package; bookworm's 7.2 crashes in LiteRT).
+1. ``qemu/qemu-aarch64`` and ``qemu/qemu-arm``: qemu-user >= 8 (one on ``PATH`` if it is
+   recent enough, else the static build in Debian trixie's ``qemu-user`` package; bookworm's
+   7.2 crashes in LiteRT and on Cortex-M programs). qemu-arm runs the firmware programs of
+   :mod:`edgesep.firmware_bridge.program` on emulated Cortex-M cores.
 2. ``rootfs/``: an arm64 Debian bookworm with Python 3.11 (``mmdebstrap --variant=extract``,
    nothing executed).
 3. ``site/``: the aarch64 wheels of edgesep's ``[runtime]`` dependencies (the host's pip with
    ``--platform``); edgesep itself is the host's own package, so both run the same code.
 4. With ``tflite_runtime``: ``site-tflite-runtime/``, the same with tflite-runtime and
    numpy < 2 instead of the ``[runtime]`` extra (``--backend tflite-runtime`` on a target).
-5. With ``counter``: ``counter/qemu-aarch64`` and ``counter/libinsn.so``, qemu built from
-   Debian's source with plugins enabled (Debian's binaries refuse ``-plugin``), which counts
-   the instructions a run executes (minutes to build).
+5. With ``counter``: ``counter/qemu-aarch64``, ``counter/qemu-arm`` and ``counter/libinsn.so``,
+   qemu built from Debian's source with plugins enabled (Debian's binaries refuse
+   ``-plugin``), which counts the instructions a run executes (minutes to build).
 
 Every step lands in a temporary folder renamed into place, so a killed setup resumes where it
 stopped; ``setup.json`` records what was installed.
@@ -65,7 +67,7 @@ def setup(counter: bool = False, tflite_runtime: bool = False,
     tools = Toolchain(cache_dir())
     tools.root.mkdir(parents=True, exist_ok=True)
     with _locked(tools.root):
-        steps = [("qemu-user >= 8", tools.qemu, _install_qemu),
+        steps = [("qemu-user >= 8 (aarch64 and Cortex-M)", tools.qemu_arm, _install_qemu),
                  (f"arm64 Debian {ROOTFS_SUITE} with Python {TARGET_PYTHON}", tools.python,
                   _install_rootfs),
                  ("aarch64 wheels of edgesep[runtime]", tools.site / ".complete",
@@ -75,7 +77,7 @@ def setup(counter: bool = False, tflite_runtime: bool = False,
                           tools.tflite_site / ".complete", _install_tflite_wheels))
         if counter:
             steps.append(("qemu with the instruction-count plugin (built from source)",
-                          tools.counter_plugin, _build_counter))
+                          tools.counter_qemu_arm, _build_counter))
         for i, (what, done, install) in enumerate(steps, 1):
             if done.exists():
                 say(f"[{i}/{len(steps)}] {what}: present")
@@ -164,24 +166,33 @@ def _apt(tools: Path, args: list[str], cwd: Path, suite: str, src: bool = False)
 
 
 def _install_qemu(tools: Toolchain, say: Callable[[str], None]) -> None:
-    found = shutil.which("qemu-aarch64") or shutil.which("qemu-aarch64-static")
+    names = (tools.qemu.name, tools.qemu_arm.name)  # the Pi's cores and the Cortex-M ones
     with _staged(tools.qemu.parent) as stage:
-        if found and _qemu_version(Path(found)) >= MIN_QEMU:
-            say(f"  using {found}")
-            (stage / "qemu-aarch64").symlink_to(Path(found).resolve())
+        wanted = []
+        for name in names:
+            found = shutil.which(name) or shutil.which(f"{name}-static")
+            if found and _qemu_version(Path(found)) >= MIN_QEMU:
+                say(f"  using {found}")
+                (stage / name).symlink_to(Path(found).resolve())
+            else:
+                wanted.append(name)
+        if not wanted:
             return
-        say(f"  downloading qemu-user from Debian {QEMU_SUITE}" +
-            (f" ({found} is older than {MIN_QEMU[0]}.0)" if found else ""))
+        say(f"  downloading qemu-user from Debian {QEMU_SUITE} for {', '.join(wanted)} (none "
+            f"on the PATH is {MIN_QEMU[0]}.0 or newer)")
         _apt(tools.root, ["download", "qemu-user"], stage, QEMU_SUITE)
         deb = next(stage.glob("qemu-user_*.deb"))
         data = _run(["dpkg-deb", "--fsys-tarfile", str(deb)], "dpkg-deb", text=False).stdout
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            member = tar.getmember("./usr/bin/qemu-aarch64")
-            member.name = "qemu-aarch64"
-            tar.extract(member, stage, filter="data")
+            for name in wanted:
+                member = tar.getmember(f"./usr/bin/{name}")
+                member.name = name
+                tar.extract(member, stage, filter="data")
         deb.unlink()
-        if _qemu_version(stage / "qemu-aarch64") < MIN_QEMU:
-            raise EdgesepError(f"Debian {QEMU_SUITE}'s qemu-user is older than {MIN_QEMU[0]}.0")
+        for name in wanted:
+            if _qemu_version(stage / name) < MIN_QEMU:
+                raise EdgesepError(f"Debian {QEMU_SUITE}'s qemu-user is older than "
+                                   f"{MIN_QEMU[0]}.0")
 
 
 def _install_rootfs(tools: Toolchain, say: Callable[[str], None]) -> None:
@@ -251,16 +262,19 @@ def _build_counter(tools: Toolchain, say: Callable[[str], None]) -> None:
              "pip install meson")
         build = source / "build"
         build.mkdir()
-        say("  configure (aarch64-linux-user, plugins)")
+        say("  configure (aarch64-linux-user and arm-linux-user, plugins)")
         _run([str(source / "configure"), f"--python={venv / 'bin' / 'python'}",
-              "--target-list=aarch64-linux-user", "--enable-plugins", "--disable-system",
-              "--disable-tools", "--disable-docs", "--disable-werror", "--disable-install-blobs"],
+              "--target-list=aarch64-linux-user,arm-linux-user", "--enable-plugins",
+              "--disable-system", "--disable-tools", "--disable-docs", "--disable-werror",
+              "--disable-install-blobs"],
              "qemu configure", cwd=build)
-        say(f"  compiling qemu-aarch64 and libinsn.so with {os.cpu_count()} jobs (minutes)")
-        _run(["ninja", f"-j{os.cpu_count() or 1}", "qemu-aarch64", "tests/tcg/plugins/libinsn.so"],
-             "qemu build", cwd=build)
+        say(f"  compiling qemu-aarch64, qemu-arm and libinsn.so with {os.cpu_count()} jobs "
+            "(minutes)")
+        _run(["ninja", f"-j{os.cpu_count() or 1}", "qemu-aarch64", "qemu-arm",
+              "tests/tcg/plugins/libinsn.so"], "qemu build", cwd=build)
         with _staged(tools.counter_qemu.parent) as stage:
             shutil.copy2(build / "qemu-aarch64", stage / "qemu-aarch64")
+            shutil.copy2(build / "qemu-arm", stage / "qemu-arm")
             shutil.copy2(build / "tests" / "tcg" / "plugins" / "libinsn.so", stage / "libinsn.so")
     finally:
         shutil.rmtree(work, ignore_errors=True)
