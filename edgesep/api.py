@@ -164,7 +164,7 @@ def _signed(export_dir, public_key) -> contextlib.AbstractContextManager:
     """Within: ``export_dir`` must be signed by ``public_key`` (no key: no requirement)."""
     if public_key is None:
         return contextlib.nullcontext()
-    from edgesep.signing import require_signature
+    from edgesep.contract import require_signature
 
     return require_signature(export_dir, public_key)
 

@@ -413,12 +413,11 @@ REQUIRE_SIGNATURE_OPTION = click.option(
 
 def require_signature(export_dir, public_key: str | None) -> None:
     """With ``--require-signature``: check the export's signature now, and its manifest again
-    at every read for the rest of the command (:func:`edgesep.signing.require_signature`)."""
+    at every read for the rest of the command (:func:`edgesep.contract.require_signature`)."""
     if public_key is not None:
-        from edgesep import signing
+        from edgesep.contract import require_signature as signed
 
-        click.get_current_context().with_resource(
-            signing.require_signature(export_dir, public_key))
+        click.get_current_context().with_resource(signed(export_dir, public_key))
 
 
 @cli.command()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -33,7 +32,7 @@ import numpy as np
 from edgesep import frame_contract, signing
 from edgesep.dsp import StftConfig
 from edgesep.errors import EdgesepError
-from edgesep.files import sha256_bytes, write_json_atomic
+from edgesep.files import read_regular, sha256_bytes, write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 FORMAT, VERSION = "edgesep-manifest", 2
@@ -197,7 +196,7 @@ def load_manifest(export_dir: str | os.PathLike, verify_files: bool = True) -> M
 
     With ``verify_files``, every artefact must be a regular file in the folder whose size and
     SHA-256 match the manifest, and agree with the frame contract it carries
-    (:func:`read_artefact`). Under :func:`edgesep.signing.require_signature` for this folder,
+    (:func:`read_artefact`). Under :func:`require_signature` for this folder,
     the bytes read must be signed.
     """
     path = Path(export_dir)
@@ -304,30 +303,6 @@ def _read_json(path: Path) -> dict:
 
 def _no_constant(name: str):
     raise ValueError(f"{name} is not a number a manifest may hold")
-
-
-def read_regular(path: Path, limit: int, field_name: str, missing_hint: bool = False) -> bytes:
-    """Bytes of a regular file (no symlink, device or FIFO), at most ``limit`` of them."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        hint = f" (is {path.parent} an export directory?)" if missing_hint else ""
-        raise EdgesepError(f"{path}: no such file ({field_name}){hint}") from None
-    if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
-        raise EdgesepError(f"{path}: {field_name} must be a regular file (not a link, device "
-                           "or pipe)")
-    if info.st_size > limit:
-        raise EdgesepError(f"{path}: {field_name} is {info.st_size} bytes, over the "
-                           f"{limit}-byte limit")
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as fh:
-            data = fh.read(limit + 1)
-    except OSError as exc:
-        raise EdgesepError(f"{path}: cannot read {field_name} ({exc.strerror})") from None
-    if len(data) > limit:
-        raise EdgesepError(f"{path}: {field_name} grew past the {limit}-byte limit")
-    return data
 
 
 def _check_schema(raw: dict, where: str) -> None:
@@ -470,3 +445,19 @@ def manifest_summary(manifest: Manifest) -> dict[str, Any]:
     figures["signature"] = (f"{signing.SIGNATURE_NAME} (checked by --require-signature PUB)"
                             if signed else None)
     return figures
+
+
+def sign_export(export_dir: str | os.PathLike, key) -> Path:
+    """Write ``manifest.sig``: ``key``'s Ed25519 signature over ``export_dir``'s manifest
+    bytes (:mod:`edgesep.signing`)."""
+    path = Path(export_dir) / MANIFEST_NAME
+    return signing.write_signature(path, read_regular(path, MAX_MANIFEST_BYTES, "manifest"), key)
+
+
+def require_signature(export_dir: str | os.PathLike, public_key: str | os.PathLike):
+    """A context manager: ``export_dir`` (a folder or its manifest) must be signed by the key
+    in PEM file ``public_key``, checked now and at every read of its manifest within."""
+    path = Path(export_dir)
+    path = path / MANIFEST_NAME if path.is_dir() else path
+    data = read_regular(path, MAX_MANIFEST_BYTES, "manifest", missing_hint=True)
+    return signing.require(path, data, public_key)

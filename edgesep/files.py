@@ -387,3 +387,29 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def read_regular(path: Path, limit: int, field_name: str, missing_hint: bool = False) -> bytes:
+    """Bytes of a regular file (no symlink, device or FIFO), at most ``limit`` of them."""
+    from edgesep.errors import EdgesepError
+
+    try:
+        info = os.lstat(path)
+    except OSError:
+        hint = f" (is {path.parent} an export directory?)" if missing_hint else ""
+        raise EdgesepError(f"{path}: no such file ({field_name}){hint}") from None
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
+        raise EdgesepError(f"{path}: {field_name} must be a regular file (not a link, device "
+                           "or pipe)")
+    if info.st_size > limit:
+        raise EdgesepError(f"{path}: {field_name} is {info.st_size} bytes, over the "
+                           f"{limit}-byte limit")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise EdgesepError(f"{path}: cannot read {field_name} ({exc.strerror})") from None
+    if len(data) > limit:
+        raise EdgesepError(f"{path}: {field_name} grew past the {limit}-byte limit")
+    return data

@@ -72,14 +72,12 @@ def load_public_key(path: str | os.PathLike):
     return key
 
 
-def sign_export(export_dir: str | os.PathLike, key) -> Path:
-    """Write ``manifest.sig``: ``key``'s signature over ``export_dir``'s manifest bytes."""
-    from edgesep.contract import MANIFEST_NAME, MAX_MANIFEST_BYTES, read_regular
+def write_signature(manifest_path: Path, data: bytes, key) -> Path:
+    """Write ``manifest.sig`` beside ``manifest_path``: ``key``'s signature of ``data`` (the
+    manifest's bytes, read by :func:`edgesep.contract.sign_export`)."""
     from edgesep.files import write_bytes_atomic
 
-    folder = Path(export_dir)
-    data = read_regular(folder / MANIFEST_NAME, MAX_MANIFEST_BYTES, "manifest")
-    return write_bytes_atomic(folder / SIGNATURE_NAME, key.sign(data))
+    return write_bytes_atomic(manifest_path.with_name(SIGNATURE_NAME), key.sign(data))
 
 
 def verify(manifest_path: Path, data: bytes, key) -> None:
@@ -87,7 +85,7 @@ def verify(manifest_path: Path, data: bytes, key) -> None:
     ``data`` (the manifest's bytes)."""
     from cryptography.exceptions import InvalidSignature
 
-    from edgesep.contract import read_regular
+    from edgesep.files import read_regular
 
     sig_path = manifest_path.with_name(SIGNATURE_NAME)
     if not sig_path.exists() and not sig_path.is_symlink():
@@ -106,17 +104,13 @@ def verify(manifest_path: Path, data: bytes, key) -> None:
 
 
 @contextmanager
-def require_signature(export_dir: str | os.PathLike,
-                      public_key: str | os.PathLike) -> Iterator[None]:
-    """Check now that ``export_dir`` (a folder or its manifest) is signed by the key in PEM
-    file ``public_key``; within the block, every read of its manifest checks again."""
-    from edgesep.contract import MANIFEST_NAME, MAX_MANIFEST_BYTES, read_regular
-
+def require(manifest_path: Path, data: bytes, public_key: str | os.PathLike) -> Iterator[None]:
+    """Check now that ``data``, the bytes of ``manifest_path``, are signed by the key in PEM
+    file ``public_key``; within the block, every read of that manifest checks again
+    (:func:`edgesep.contract.require_signature` reads the bytes)."""
     key = load_public_key(public_key)
-    path = Path(export_dir)
-    path = path / MANIFEST_NAME if path.is_dir() else path
-    verify(path, read_regular(path, MAX_MANIFEST_BYTES, "manifest", missing_hint=True), key)
-    token = _REQUIRED.set((*_REQUIRED.get(), (_folder(path), key)))
+    verify(manifest_path, data, key)
+    token = _REQUIRED.set((*_REQUIRED.get(), (_folder(manifest_path), key)))
     try:
         yield
     finally:
@@ -140,7 +134,7 @@ def _folder(manifest_path: Path) -> Path:
 
 
 def _read_key(path: str | os.PathLike) -> bytes:
-    from edgesep.contract import read_regular
+    from edgesep.files import read_regular
 
     return read_regular(Path(path), MAX_KEY_BYTES, "key file")
 

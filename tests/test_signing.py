@@ -24,16 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
 
 from edgesep import Separator
 from edgesep.cli import cli
-from edgesep.contract import MANIFEST_NAME, load_manifest
+from edgesep.contract import MANIFEST_NAME, load_manifest, require_signature, sign_export
 from edgesep.errors import EdgesepError
 from edgesep.files import sha256_bytes
-from edgesep.signing import (
-    MAX_KEY_BYTES,
-    SIGNATURE_NAME,
-    load_private_key,
-    require_signature,
-    sign_export,
-)
+from edgesep.signing import MAX_KEY_BYTES, SIGNATURE_NAME, load_private_key
 
 PACKAGED = Path(__file__).resolve().parents[1] / "edgesep" / "pretrained" / "speech-edge"
 MODELS = ("model_float32.tflite", "model_int8.tflite")

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
-from edgesep.contract import MANIFEST_NAME, artefact_entry, write_manifest
+from edgesep.contract import MANIFEST_NAME, artefact_entry, sign_export, write_manifest
 from edgesep.data import SOURCES
 from edgesep.errors import EdgesepError
 from edgesep.files import atomic_folder, check_writable_dir, write_json_atomic
@@ -23,7 +23,7 @@ from edgesep.frame_contract import METADATA_NAME, build, encode
 from edgesep.runs import weights_sha256
 from edgesep.runtime.backends import LiteRtBackend, OnnxRuntimeBackend
 from edgesep.runtime.stepper import Stepper
-from edgesep.signing import load_private_key, sign_export
+from edgesep.signing import load_private_key
 
 __all__ = ["export_run"]
 
