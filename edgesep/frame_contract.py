@@ -23,6 +23,7 @@ present but unreadable, of another format or a newer version is refused.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Sequence
 
@@ -72,6 +73,12 @@ def embedded(data: bytes, fmt: str, where: str) -> dict | None:
     return contract
 
 
+def can_read(fmt: str) -> bool:
+    """Whether this install reads the contract of a ``fmt`` model (TFLite: always; ONNX: with
+    onnxruntime)."""
+    return fmt != "onnx" or importlib.util.find_spec("onnxruntime") is not None
+
+
 def check(expected: dict, data: bytes, fmt: str, where: str) -> None:
     """Compare the manifest's framing (``expected``, from :func:`build`) with the contract
     embedded in model ``data``; raise naming the first field that disagrees."""
@@ -97,46 +104,69 @@ def _text(value, limit: int = 80) -> str:
 
 def _tflite_metadata(data: bytes, where: str) -> bytes | None:
     """The bytes of metadata entry :data:`METADATA_NAME` (schema ``Model.metadata``: a name
-    and a buffer index), read with the flatbuffer schema module of ai-edge-litert."""
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:
-        raise EdgesepError("reading a .tflite needs ai-edge-litert: pip install "
-                           "'edgesep[runtime]'") from None
+    and a buffer index), read with the ``flatbuffers`` package's table reader, so that a
+    runtime without ai-edge-litert's schema module (tflite-runtime) reads it too."""
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise EdgesepError(f"{where}: not a TFLite flatbuffer (no TFL3 identifier)")
     try:
-        return _metadata_entry(schema.Model.GetRootAs(data, 0), data, where)
+        return _metadata_entry(bytearray(data), where)
     except EdgesepError:
         raise
-    except Exception as exc:  # a malformed flatbuffer fails inside the generated reader
+    except Exception as exc:  # a malformed flatbuffer fails inside the table reader
         raise EdgesepError(f"{where}: not a readable TFLite flatbuffer ({type(exc).__name__}: "
                            f"{str(exc)[:120]})") from None
 
 
-def _metadata_entry(model, data: bytes, where: str) -> bytes | None:
+# Field slots of the TFLite schema's tables (vtable offsets: 4 + 2 x field index).
+_MODEL_BUFFERS, _MODEL_METADATA = 12, 16
+_METADATA_NAME, _METADATA_BUFFER = 4, 6
+_BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 4, 6, 8
+
+
+def _metadata_entry(data: bytearray, where: str) -> bytes | None:
     """An entry named twice, or whose buffer lies outside the file or over the limit, is
     refused; a buffer kept after the flatbuffer (models over 2 GB: offset, size) is read."""
+    from flatbuffers import number_types as types
+    from flatbuffers.table import Table
+
+    def tables(parent: Table, slot: int) -> list[Table]:
+        field = parent.Offset(slot)
+        if not field:
+            return []
+        start = parent.Vector(field)
+        return [Table(data, parent.Indirect(start + 4 * i))
+                for i in range(parent.VectorLen(field))]
+
+    def scalar(parent: Table, slot: int, kind) -> int:
+        field = parent.Offset(slot)
+        return int(parent.Get(kind, parent.Pos + field)) if field else 0
+
+    model = Table(data, int.from_bytes(data[:4], "little"))  # the root table's offset
     name = METADATA_NAME.encode()
-    found = [model.Metadata(i) for i in range(model.MetadataLength())
-             if model.Metadata(i).Name() == name]
+    found = [m for m in tables(model, _MODEL_METADATA)
+             if m.Offset(_METADATA_NAME) and
+             bytes(m.String(m.Pos + m.Offset(_METADATA_NAME))) == name]
     if not found:
         return None
     if len(found) > 1:
         raise EdgesepError(f"{where}: metadata {METADATA_NAME!r} appears {len(found)} times")
-    index = found[0].Buffer()
-    if not 0 <= index < model.BuffersLength():
+    buffers = tables(model, _MODEL_BUFFERS)
+    index = scalar(found[0], _METADATA_BUFFER, types.Uint32Flags)
+    if not 0 <= index < len(buffers):
         raise EdgesepError(f"{where}: metadata {METADATA_NAME!r} names buffer {index} of "
-                           f"{model.BuffersLength()}")
-    buffer = model.Buffers(index)
-    start, size = ((int(buffer.Offset()), int(buffer.Size())) if buffer.Offset() > 1
-                   else (0, int(buffer.DataLength())))
+                           f"{len(buffers)}")
+    buffer = buffers[index]
+    offset = scalar(buffer, _BUFFER_OFFSET, types.Uint64Flags)
+    if offset > 1:
+        start, size = offset, scalar(buffer, _BUFFER_SIZE, types.Uint64Flags)
+    else:
+        field = buffer.Offset(_BUFFER_DATA)
+        start = buffer.Vector(field) if field else 0
+        size = buffer.VectorLen(field) if field else 0
     if size > MAX_CONTRACT_BYTES or start + size > len(data):
         raise EdgesepError(f"{where}: embedded frame contract is {size} bytes, over the "
                            f"{MAX_CONTRACT_BYTES}-byte limit or past the end of the file")
-    if start:
-        return bytes(data[start:start + size])
-    return buffer.DataAsNumpy().tobytes() if size else b""
+    return bytes(data[start:start + size])
 
 
 def _onnx_metadata(data: bytes, where: str) -> bytes | None:

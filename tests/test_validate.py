@@ -91,8 +91,11 @@ def test_passes_against_its_own_run(tiny_export, tiny_run, data_spec, tmp_path):
 
 
 @SLOW
-def test_degraded_export_fails_naming_the_check(degraded_export, tiny_run, data_spec, tmp_path):
-    res = _validate(degraded_export, tiny_run, data_spec, tmp_path, "--precision", "float32")
+def test_degraded_export_fails_naming_the_check(degraded_export, tiny_export, data_spec,
+                                                tmp_path):
+    """Against the good export as the reference (its own run is not the degraded export's
+    source, so validate refuses that one: tests/test_hostile.py)."""
+    res = _validate(degraded_export, tiny_export, data_spec, tmp_path, "--precision", "float32")
     assert res.exit_code == 1, res.output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["passed"] is False

@@ -78,6 +78,9 @@ def setup(counter: bool = False, tflite_runtime: bool = False,
         if counter:
             steps.append(("qemu with the instruction-count plugin (built from source)",
                           tools.counter_qemu_arm, _build_counter))
+        for site, reqs in ((tools.site, runtime_requirements()),
+                           (tools.tflite_site, _tflite_requirements())):
+            _forget_stale_wheels(site, reqs, say)
         for i, (what, done, install) in enumerate(steps, 1):
             if done.exists():
                 say(f"[{i}/{len(steps)}] {what}: present")
@@ -224,8 +227,20 @@ def _install_wheels(tools: Toolchain, say: Callable[[str], None]) -> None:
 
 
 def _install_tflite_wheels(tools: Toolchain, say: Callable[[str], None]) -> None:
+    _pip_aarch64(tools.tflite_site, _tflite_requirements(), say)
+
+
+def _tflite_requirements() -> list[str]:
     reqs = [r for r in runtime_requirements(None) if not r.startswith("numpy")]
-    _pip_aarch64(tools.tflite_site, [*reqs, *TFLITE_RUNTIME], say)
+    return [*reqs, *TFLITE_RUNTIME]
+
+
+def _forget_stale_wheels(site: Path, reqs: list[str], say: Callable[[str], None]) -> None:
+    """A site installed for other requirements (edgesep's changed since) is installed again."""
+    marker = site / ".complete"
+    if marker.exists() and marker.read_text() != "\n".join(reqs) + "\n":
+        say(f"  {site.name}: edgesep's requirements changed since it was installed")
+        marker.unlink()
 
 
 def _pip_aarch64(site: Path, reqs: list[str], say: Callable[[str], None]) -> None:
