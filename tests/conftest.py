@@ -5,6 +5,7 @@ Missing data FAILS the tests that need it (never a skip): CI must not go green w
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -103,3 +104,12 @@ def one_error_line(res, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+def edit_manifest(export: Path, change) -> Path:
+    """Apply ``change(manifest_dict)`` to ``export``'s manifest.json in place; returns it."""
+    path = export / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+    return export

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from conftest import edit_manifest as _edit
 
 from edgesep.cli import cli
 from edgesep.contract import (
@@ -37,14 +38,6 @@ def export_copy(tiny_export, tmp_path) -> Path:
     out = tmp_path / "export"
     shutil.copytree(tiny_export, out)
     return out
-
-
-def _edit(export: Path, change) -> Path:
-    path = export / MANIFEST_NAME
-    manifest = json.loads(path.read_text())
-    change(manifest)
-    path.write_text(json.dumps(manifest))
-    return export
 
 
 def _stream(export: Path, tmp_path: Path, *extra: str):

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from conftest import edit_manifest as _edit
 from conftest import one_error_line
 
 from edgesep.cli import cli
@@ -68,14 +69,6 @@ def export(with_contract, tmp_path) -> Path:
     out = tmp_path / "export"
     shutil.copytree(with_contract, out)
     return out
-
-
-def _edit(export: Path, change) -> Path:
-    path = export / MANIFEST_NAME
-    manifest = json.loads(path.read_text())
-    change(manifest)
-    path.write_text(json.dumps(manifest))
-    return export
 
 
 def _stream(export: Path, tmp_path: Path):

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import one_error_line
 
 from edgesep.cli import cli
 from edgesep.errors import EdgesepError
 from edgesep.firmware_bridge import tflm_library
 from edgesep.firmware_bridge.tflm_library import TARGETS, cache_entry, library_ops, select_kernels
-from tests.conftest import one_error_line
 
 REQUIRED = os.environ.get("EDGESEP_REQUIRE_TARGETS") == "1"
 #: Each packaged model on both cores; the hearing model also as a host program (TFLM's

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgesep.errors import EdgesepError
+from edgesep.files import sha256_file
 
 #: The environment variables naming the vendored sources and the cache.
 VENDOR_ENV, CACHE_ENV = "EDGESEP_VENDOR", "EDGESEP_TFLM_CACHE"
@@ -191,7 +192,7 @@ def cache_entry(target: Target, ops: tuple[str, ...], archive: Path) -> Path:
     """The cache folder of the library of ``ops`` for ``target`` from ``archive``."""
     identity = [_tool_version(tool) for tool in (target.cc, target.cxx)]
     key = hashlib.sha256(json.dumps(
-        [RECIPE, _sha256(archive), target.name, target.make_args, target.flags, identity, ops]
+        [RECIPE, sha256_file(archive), target.name, target.make_args, target.flags, identity, ops]
     ).encode()).hexdigest()[:24]
     return _private_cache() / key
 
@@ -248,7 +249,7 @@ def _build(archive: Path, target: Target, ops: tuple[str, ...], stage: Path,
              for name in ("CXXFLAGS", "INCLUDES", "LDFLAGS")}
     record = {"target": target.name, "ops": list(ops), "kernels": kernels,
               "library": str(built[0].relative_to(stage)),
-              "library_sha256": _sha256(built[0]), "archive_sha256": _sha256(archive),
+              "library_sha256": sha256_file(built[0]), "archive_sha256": sha256_file(archive),
               "cxxflags": flags["CXXFLAGS"],
               "includes": flags["INCLUDES"],  # relative to the tree: the entry is renamed
               "ldflags": flags["LDFLAGS"]}
@@ -277,7 +278,7 @@ def _load(entry: Path, target: Target) -> Library:
         path = entry / record["library"]
         if not path.resolve().is_relative_to(entry.resolve()) or path.is_symlink():
             raise ValueError("the library lies outside its entry")
-        if _sha256(path) != record["library_sha256"] or record["target"] != target.name:
+        if sha256_file(path) != record["library_sha256"] or record["target"] != target.name:
             raise ValueError("the library is not the one built there")
         tree = entry / "src" / "tflite-micro"
         return Library(target, tree, path, tuple(record["cxxflags"]),
@@ -340,11 +341,3 @@ def _run(cmd: list[str], what: str, cwd: Path, timeout: int = 600) -> str:
 
 def _tool_version(tool: str) -> str:
     return _run([tool, "--version"], f"{tool} --version", cwd=Path.cwd()).splitlines()[0]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
