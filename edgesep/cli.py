@@ -246,9 +246,7 @@ def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes, ba
                                      dynamic_mixing=cfg.train.dynamic_mixing)
     val_clips = load_clips(spec, "val", sample_rate=rate, limit=limit, seed=seed)
     if cfg.train.dynamic_mixing:
-        s = train_clips.summary()
-        what = (f"dynamic mixing of {s['speech_files']} speech / {s['noise_files']} noise / "
-                f"{s['music_files']} music train files")
+        what = f"dynamic mixing of {train_clips.describe()}"
     else:
         what = f"{len(train_clips)} train clips"
     click.echo(f"{cfg.name}: {what} / {len(val_clips)} val clips from {spec}")

@@ -21,7 +21,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from edgesep.dsp import StftConfig
+from edgesep.dsp import FEATURES, StftConfig
 from edgesep.errors import EdgesepError
 from edgesep.files import write_json_atomic
 
@@ -29,6 +29,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 KINDS = ("coupled_unet", "unet", "stacked_hourglass")
+LOSSES = ("l1", "l1_level")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class ModelConfig:
     activation: str = "relu"
     nb_sources: int = 2
     intermediate_supervision: bool = True  # train on every U-Net's masks, not just the last
+    # the input feature (edgesep.dsp.FEATURES): log1p_magnitude | log_magnitude (level-free)
+    feature: str = "log1p_magnitude"
 
     def __post_init__(self) -> None:
         for name, value in _checked_values(ModelConfig, vars(self), "[model]").items():
@@ -85,6 +88,7 @@ class ModelConfig:
             (self.coupling in ("concat", "add"), "coupling must be 'concat' or 'add'"),
             (self.norm in ("batch", "none"), "norm must be 'batch' or 'none'"),
             (self.stem_stride >= 1 and self.nb_sources >= 1, "stem_stride, nb_sources >= 1"),
+            (self.feature in FEATURES, f"feature must be one of {FEATURES}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -129,6 +133,9 @@ class TrainConfig:
     dynamic_mixing: bool = False
     # compile the training step with XLA (benchmarks/train_speed.py measures the difference)
     jit_compile: bool = False
+    # l1: L1 between masked and true source magnitudes; l1_level: each example's L1 divided by
+    # its mixture's mean magnitude, so a quiet input counts as much as a loud one
+    loss: str = "l1"
 
     def __post_init__(self) -> None:
         import math
@@ -145,6 +152,7 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
             (self.validate_every >= 1, "validate_every must be >= 1"),
             (self.seed >= 0, "seed must be >= 0"),
+            (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
         ]
         for ok, message in checks:
             if not ok:

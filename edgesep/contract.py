@@ -155,6 +155,7 @@ class Manifest:
     nb_model_bins: int
     sources: tuple[str, ...]
     artefacts: dict[str, Artefact]
+    feature: str
     config: dict
     source_run: str | None
     source_run_weights_sha256: str | None
@@ -231,7 +232,8 @@ def load_manifest(export_dir: str | os.PathLike, verify_files: bool = True) -> M
     }
     return Manifest(
         directory=path.parent, stft=stft, nb_model_bins=nb_model_bins, sources=sources,
-        artefacts=artefacts, config=raw["config"], source_run=raw.get("source_run"),
+        artefacts=artefacts, feature=raw["feature"], config=raw["config"],
+        source_run=raw.get("source_run"),
         source_run_weights_sha256=raw.get("source_run_weights_sha256"), raw=raw,
     )
 

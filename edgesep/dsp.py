@@ -247,16 +247,27 @@ class StreamingIstft:
         return out
 
 
-def magnitude_features(spec: np.ndarray, nb_model_bins: int) -> np.ndarray:
-    """Model input: ``log1p(|X|)`` of the lowest ``nb_model_bins`` bins, float32.
+#: Model input features: ``log1p(|X|)`` (the first models') or ``log(|X| + LOG_FLOOR)``, whose
+#: response to a level change is a shift, the same at -50 dBFS as at 0 dBFS.
+FEATURES = ("log1p_magnitude", "log_magnitude")
+LOG_FLOOR = 1e-3
+
+
+def magnitude_features(spec: np.ndarray, nb_model_bins: int,
+                       feature: str = "log1p_magnitude") -> np.ndarray:
+    """Model input (one of :data:`FEATURES`) of the lowest ``nb_model_bins`` bins, float32.
 
     ``[shape=(..., nb_bins)]`` -> ``[shape=(..., nb_model_bins)]``. The compression keeps the
     dynamic range small enough for int8 activations. Computed in float64 and rounded once, so
     every CPU gives the same float32 features (float32 ``log1p`` differs by an ULP or two
     between x86's AVX-512 kernels and aarch64's, enough to flip an int8 input).
     """
-    low = np.asarray(spec[..., :nb_model_bins], dtype=np.complex128)
-    return np.log1p(np.abs(low)).astype(np.float32)
+    magnitude = np.abs(np.asarray(spec[..., :nb_model_bins], dtype=np.complex128))
+    if feature == "log_magnitude":
+        return np.log(magnitude + LOG_FLOOR).astype(np.float32)
+    if feature != "log1p_magnitude":
+        raise EdgesepError(f"unknown feature {feature!r} (expected one of {FEATURES})")
+    return np.log1p(magnitude).astype(np.float32)
 
 
 def expand_masks(masks: np.ndarray, nb_bins: int, out: np.ndarray | None = None) -> np.ndarray:

@@ -51,7 +51,8 @@ def parity_features(data: str, manifest, frames: int, split: str = "val") -> np.
         feats, total = [], 0
         clips = load_clips(data, split, sample_rate=manifest.stft.sample_rate, limit=limit)
         for clip in clips:
-            f = magnitude_features(stft(clip.mixture, manifest.stft), manifest.nb_model_bins)
+            f = magnitude_features(stft(clip.mixture, manifest.stft), manifest.nb_model_bins,
+                                   manifest.feature)
             feats.append(f)
             total += len(f)
             if total >= frames:

@@ -36,7 +36,8 @@ def keras_separator(model, cfg: Config) -> Callable[[np.ndarray], dict[str, np.n
 
     def separate(mixture: np.ndarray) -> dict[str, np.ndarray]:
         spec = stft(mixture, cfg.stft)
-        masks = predict_masks(model, cfg, magnitude_features(spec, cfg.nb_model_bins))
+        features = magnitude_features(spec, cfg.nb_model_bins, cfg.model.feature)
+        masks = predict_masks(model, cfg, features)
         estimates = apply_masks(spec, masks)
         return {s: istft(estimates[i], cfg.stft, len(mixture)) for i, s in enumerate(SOURCES)}
 

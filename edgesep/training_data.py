@@ -44,6 +44,8 @@ class MixBatch:
     gain per source; ``snr_db [shape=(B,)]``: where finite, the second source is scaled to
     this SNR against ``voice_power`` (the utterance's mean power) and the pair to
     ``level_db`` (then down if the sum would clip); NaN keeps the gains as they are.
+    ``late [shape=(B, L)]``: the voice's late reverberation (zeros in a dry room), scaled with
+    the voice and trained as part of the second source.
     """
 
     sources: np.ndarray
@@ -51,6 +53,7 @@ class MixBatch:
     snr_db: np.ndarray
     level_db: np.ndarray
     voice_power: np.ndarray
+    late: np.ndarray
 
     def as_dict(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(getattr(self, k), np.float32) for k in self.__dataclass_fields__}
@@ -114,7 +117,7 @@ class ClipSet:
             else:
                 pair = [_slice(self.sources[picks[b, k]][k], nb_samples, rng, loop=False)
                         for k in range(len(SOURCES))]
-            examples.append((np.stack(pair), gains[b], np.nan, 0.0, 0.0))
+            examples.append((np.stack(pair), gains[b], np.nan, 0.0, 0.0, np.zeros(nb_samples)))
         return MixBatch.stack(examples)
 
 
@@ -146,12 +149,17 @@ class MixtureSet:
             snr = float(rng.uniform(*SNR_RANGE_DB))
             level = float(rng.uniform(*GAIN_RANGE_DB))
             examples.append((np.stack([voice, other]), np.zeros(2), snr, level,
-                             s.speech_power(index)))
+                             s.speech_power(index), np.zeros(nb_samples)))
         return MixBatch.stack(examples)
 
 
-def training_set(data, sample_rate: int) -> ClipSet | MixtureSet:
-    """The set a run draws from: fixed clips or a dynamic-mixing sampler."""
+def training_set(data, sample_rate: int):
+    """The set a run draws from: fixed clips or a dynamic-mixing sampler (a
+    :class:`~edgesep.data.speechnoise.SpeechNoiseSampler` draws its batches itself)."""
+    if hasattr(data, "batch") and not isinstance(data, MixtureSampler):
+        if data.sample_rate != sample_rate:
+            raise EdgesepError(f"data at {data.sample_rate} Hz, the model expects {sample_rate}")
+        return data
     if isinstance(data, MixtureSampler):
         return MixtureSet(data, sample_rate)
     return ClipSet(data, sample_rate)

@@ -45,7 +45,8 @@ TINY_STEPS = 12
 
 def tiny_config(data: str = "synthetic"):
     """The project's edge config shrunk to a tiny causal coupled U-Net (channels 4/6/8,
-    n_fft 256 / hop 64 at 16 kHz), built by the real config and model code."""
+    n_fft 256 / hop 64 at 16 kHz, the level-free ``log_magnitude`` feature: the packaged
+    models cover ``log1p_magnitude``), built by the real config and model code."""
     from dataclasses import replace
 
     from edgesep.config import TrainConfig, load_config
@@ -54,7 +55,8 @@ def tiny_config(data: str = "synthetic"):
     cfg = load_config("edge")
     return replace(
         cfg, name="tiny", stft=StftConfig(16000, 256, 64),
-        model=replace(cfg.model, channels=(4, 6, 8), aspp_rates=(1, 2)),
+        model=replace(cfg.model, channels=(4, 6, 8), aspp_rates=(1, 2),
+                      feature="log_magnitude"),
         train=TrainConfig(steps=TINY_STEPS, batch_size=4, patch_frames=32, validate_every=6,
                           checkpoint_every=6, data=data),
     )

@@ -112,8 +112,13 @@ def _sources(m):
     m["sources"] = m["sources"][::-1]
 
 
+def _feature(m):
+    m["feature"] = m["config"]["model"]["feature"] = "log_magnitude"
+
+
 @pytest.mark.parametrize("change,field", [(_rate, "stft.sample_rate"), (_hop, "stft.hop"),
-                                          (_window, "stft.window"), (_sources, "sources")])
+                                          (_window, "stft.window"), (_sources, "sources"),
+                                          (_feature, "feature")])
 def test_a_manifest_edited_consistently_with_its_run_config_is_refused(export, tmp_path,
                                                                        change, field):
     _edit(export, change)
@@ -165,7 +170,8 @@ def test_a_contract_that_is_unreadable_or_newer_is_refused(export, value, words)
 
 
 def test_a_contract_missing_a_field_names_it(export):
-    contract = dict(load_manifest(export).artefacts["int8"].contract)
+    manifest = load_manifest(export)
+    contract = dict(manifest.artefacts["int8"].contract)
     del contract["feature"]
     contract["stft"] = {k: v for k, v in contract["stft"].items() if k != "window"}
     _embed(export, "int8", encode(contract))
@@ -173,7 +179,7 @@ def test_a_contract_missing_a_field_names_it(export):
         load_manifest(export)
     contract["stft"]["window"] = "hann"
     _embed(export, "int8", encode(contract))
-    with pytest.raises(EdgesepError, match="'feature' \"log1p_magnitude\" disagrees .*absent"):
+    with pytest.raises(EdgesepError, match=f"'feature' \"{manifest.feature}\" disagrees .*absent"):
         load_manifest(export)
 
 

@@ -224,7 +224,7 @@ def test_a_click_through_the_exported_streamer_lands_at_the_manifest_delay(
     for chunk in x.reshape(-1, hop):
         for s, out in streamer.process_chunk(chunk).items():
             y[s].append(out)
-    offline = separate_offline(streamer.stepper, streamer.sources, streamer.cfg, x)
+    offline = separate_offline(streamer, x)
     for s in streamer.sources:
         out = np.concatenate(y[s])
         assert int(np.argmax(np.abs(out))) == click + delay, s

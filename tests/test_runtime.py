@@ -53,7 +53,7 @@ def _streamer(model_dir: Path, backend: str = "litert", key: str = "float32") ->
 def test_streamer_matches_offline(model_dir, mixture, backend, key):
     streamer = _streamer(model_dir, backend, key)
     streamed = separate_file(streamer, mixture)
-    offline = separate_offline(streamer.stepper, streamer.sources, streamer.cfg, mixture)
+    offline = separate_offline(streamer, mixture)
     for src in streamer.sources:
         assert streamed[src].shape == mixture.shape
         assert np.max(np.abs(streamed[src] - offline[src])) <= 1e-4

@@ -85,14 +85,17 @@ def test_parity_gate_fails_on_one_lsb():
         assert report.parity["frames_differing"] == 1
 
 
-def test_features_are_rounded_once_from_float64():
-    from edgesep.dsp import magnitude_features
+@pytest.mark.parametrize("feature", ["log1p_magnitude", "log_magnitude"])
+def test_features_are_rounded_once_from_float64(feature):
+    from edgesep.dsp import LOG_FLOOR, magnitude_features
 
     rng = np.random.default_rng(0)
     spec = (rng.standard_normal((50, 129)) + 1j * rng.standard_normal((50, 129))).astype(
         np.complex64) * 30
-    exact = np.log1p(np.abs(spec.astype(np.complex128))).astype(np.float32)
-    assert np.array_equal(magnitude_features(spec, 128), exact[:, :128])
+    magnitude = np.abs(spec.astype(np.complex128))
+    exact = (np.log1p(magnitude) if feature == "log1p_magnitude"
+             else np.log(magnitude + LOG_FLOOR)).astype(np.float32)
+    assert np.array_equal(magnitude_features(spec, 128, feature), exact[:, :128])
 
 
 @pytest.mark.slow

@@ -324,7 +324,7 @@ _TOML = "[stft]\nsample_rate = 16000\nn_fft = 256\nhop = 64\n[model]\nchannels =
     (["--config", "{bad}"], "[train] batch_size must be an integer, got '16'"),
     (["--config", "{steps0}"], "[train] steps must be >= 1"),
     (["--config", "{random}"], "not a config (not UTF-8 text, so not TOML)"),
-    (["--config", "{dynamic}"], "[train] dynamic_mixing needs mixtures:PATH data"),
+    (["--config", "{dynamic}"], "[train] dynamic_mixing needs mixtures:PATH or speechnoise:PATH"),
     (["--out", "{file}/run"], "cannot create the run directory"),
 ])
 def test_train_mistakes_are_one_line(tmp_path, args, expected):

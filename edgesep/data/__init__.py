@@ -6,6 +6,8 @@
   ``N`` sets the number of training clips.
 - ``mir1k:PATH`` -- a MIR-1K root holding ``Wavfile/`` (standard protocol split).
 - ``mixtures:PATH`` -- speech in noise/music built from a root holding ``speech/`` and ``noise/``.
+- ``speechnoise:PATH`` -- the same root, every speech and noise corpus in it, with simulated
+  rooms, levels from -50 dBFS and quiet steady noises (:mod:`edgesep.data.speechnoise`).
 - ``pack:FILE`` -- one of the above packed into one file by ``edgesep pack``
   (:mod:`edgesep.data.pack`): the same clips but for 16-bit rounding of the stored audio, no
   folder needed. Its sample rate must be the one asked for (a pack is never resampled).
@@ -36,6 +38,8 @@ class Clip:
     :data:`SOURCES`; the sources add up to the mixture. ``speech``: the source that is speech
     (scored with the speech metrics too, see :mod:`edgesep.speech_metrics`), ``"vocals"`` for
     speech in noise; None when no source is speech (MIR-1K singing, SYNTHETIC audio).
+    ``labels``: what the clip is made of, for scores by group (``speechnoise:`` clips: the
+    interference ``class``, the ``snr_band``, the ``room``).
     """
 
     name: str
@@ -43,6 +47,7 @@ class Clip:
     sources: dict[str, np.ndarray] = field(default_factory=dict)
     sample_rate: int = 16000
     speech: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.mixture.shape[0])
@@ -81,6 +86,10 @@ def load_clips(
             if nb_train < 1:
                 raise EdgesepError(f"data spec {spec!r}: N must be at least 1")
         return load_synthetic(split, sample_rate, limit=limit, seed=seed, nb_train=nb_train)
+    if kind == "speechnoise":
+        from edgesep.data.speechnoise import load_speechnoise
+
+        return load_speechnoise(_root(spec), split, sample_rate, limit=limit, seed=seed)
     if kind in ("mir1k", "mixtures"):
         root = _root(spec)
         if kind == "mir1k":
@@ -92,22 +101,26 @@ def load_clips(
         return load_mixtures(root, split, sample_rate, limit=limit, seed=seed)
     raise EdgesepError(
         f"unknown data spec {spec!r} (expected synthetic, synthetic:N, mir1k:PATH, "
-        "mixtures:PATH or pack:FILE)"
+        "mixtures:PATH, speechnoise:PATH or pack:FILE)"
     )
 
 
 def load_training_data(spec: str, sample_rate: int = 16000, limit: int | None = None,
                        seed: int = 0, dynamic_mixing: bool = False):
     """What a run trains on: the ``train`` clips of ``spec`` (a list of :class:`Clip`) or,
-    with ``dynamic_mixing`` (``mixtures:PATH`` only), a
-    :class:`edgesep.data.mixtures.MixtureSampler` over the train split's speech and
-    interference files (or a mixtures pack's) that mixes fresh pairs for every batch."""
+    with ``dynamic_mixing`` (``mixtures:PATH``, ``speechnoise:PATH`` or a pack), a sampler
+    over the train split's speech and interference files that mixes fresh examples for every
+    batch."""
     if not dynamic_mixing:
         return load_clips(spec, "train", sample_rate=sample_rate, limit=limit, seed=seed)
     kind = spec.partition(":")[0]
+    if kind == "speechnoise":
+        from edgesep.data.speechnoise import SpeechNoiseSampler
+
+        return SpeechNoiseSampler(_root(spec), "train", sample_rate, limit=limit, seed=seed)
     if kind not in ("mixtures", "pack"):
-        raise EdgesepError(f"[train] dynamic_mixing needs mixtures:PATH data (speech and noise "
-                           f"files to mix) or a pack of it, got {spec!r}")
+        raise EdgesepError(f"[train] dynamic_mixing needs mixtures:PATH or speechnoise:PATH "
+                           f"data (speech and noise files to mix) or a pack, got {spec!r}")
     if limit is not None and limit < 1:
         raise EdgesepError(f"--limit must be at least 1, got {limit}")
     if kind == "pack":

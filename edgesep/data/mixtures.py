@@ -260,6 +260,11 @@ class MixtureSampler:
                 "music_seconds": seconds(self.music), "snr_db": list(SNR_RANGE_DB),
                 "gain_db": list(GAIN_RANGE_DB)}
 
+    def describe(self) -> str:
+        """What it draws from, in a few words."""
+        return (f"{len(self.speech)} speech / {len(self.noise)} noise / {len(self.music)} "
+                "music train files")
+
     def draw(self, rng: np.random.Generator, nb_samples: int) -> tuple[np.ndarray, np.ndarray]:
         """One fresh example: ``(speech, interference)``, float32 ``[shape=(nb_samples,)]``."""
         index = int(rng.integers(len(self.speech)))

@@ -28,8 +28,6 @@ from edgesep.signing import load_private_key
 __all__ = ["export_run"]
 
 log = logging.getLogger("edgesep.export")
-#: The model's input feature (``manifest.json`` field ``feature``).
-FEATURE = "log1p_magnitude"
 
 
 def export_run(
@@ -197,7 +195,7 @@ def export_run(
 def _contract(cfg) -> dict:
     """The frame contract embedded in every model file (:mod:`edgesep.frame_contract`): the
     framing the manifest records."""
-    return build(cfg.stft, cfg.nb_model_bins, SOURCES, FEATURE)
+    return build(cfg.stft, cfg.nb_model_bins, SOURCES, cfg.model.feature)
 
 
 def _entry(path: Path, precision: str, fmt: str, stepper, accuracy: dict) -> dict:
@@ -213,7 +211,7 @@ def build_manifest(cfg, artefacts: dict, *, parameters: int, macs: int, source_r
     """The manifest of an export (:mod:`edgesep.contract` checks and writes it)."""
     manifest = {
         "stft": cfg.stft.to_dict(), "nb_model_bins": cfg.nb_model_bins,
-        "feature": FEATURE, "sources": list(SOURCES),
+        "feature": cfg.model.feature, "sources": list(SOURCES),
         "algorithmic_latency_samples": cfg.stft.latency_samples,
         "algorithmic_latency_ms": cfg.stft.latency_ms,
         "output_delay_samples": cfg.stft.output_delay_samples,

@@ -21,7 +21,7 @@ def sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
 
 def clip_features(audio: np.ndarray, cfg) -> np.ndarray:
     """Model input frames of a clip: ``[shape=(nb_frames, nb_model_bins)]`` float32."""
-    return magnitude_features(stft(audio, cfg.stft), cfg.nb_model_bins)
+    return magnitude_features(stft(audio, cfg.stft), cfg.nb_model_bins, cfg.model.feature)
 
 
 def separation_sdr(clip, masks: np.ndarray, cfg, sources) -> float:

@@ -18,6 +18,7 @@ from typing import Self
 import numpy as np
 
 from edgesep.contract import FRAME, MASKS, Artefact, Manifest, TensorSpec, read_artefact
+from edgesep.dsp import LOG_FLOOR
 from edgesep.errors import EdgesepError
 from edgesep.tflite_model import MICRO_OPS, TfliteModel, read_tflite
 
@@ -31,6 +32,10 @@ ARENA_ROUND = 1024
 #: TfLiteType codes of the dtypes the framer handles.
 TFLITE_TYPES = {"float32": 1, "int16": 7, "int8": 9}
 C_TYPES = {"float32": "float", "int16": "int16_t", "int8": "int8_t"}
+
+#: How the contract header describes each feature of :data:`edgesep.dsp.FEATURES`.
+FEATURE_WORDS = {"log1p_magnitude": "log1p(|X[k]|)",
+                 "log_magnitude": f"log(|X[k]| + {LOG_FLOOR!r}) (LOG_FLOOR)"}
 
 
 def check_prefix(name: str) -> str:
@@ -310,8 +315,8 @@ def contract_header(spec: FramerSpec) -> str:
  *   audio at {cfg.sample_rate} Hz, mono float; hop {cfg.hop} samples; frame {cfg.n_fft} samples,
  *   causal (the frame ends at the newest sample); analysis window: {window_words(cfg)}
  *   ({p}_analysis_window); X = FFT(window * frame), {cfg.nb_bins} bins.
- *   feature: log1p(|X[k]|) for k < {man.nb_model_bins} (NB_MODEL_BINS), quantised into the
- *   model input 'frame' (round half to even, saturate).
+ *   feature: {FEATURE_WORDS[man.feature]} for k < {man.nb_model_bins} (NB_MODEL_BINS),
+ *   quantised into the model input 'frame' (round half to even, saturate).
  *   masks: model output 'masks', [bin][source], dequantised, clipped to [0, 1], NaN -> 0; the
  *   Nyquist bin (k = {cfg.n_fft // 2}) reuses the top model bin's mask.
  *   output per source: inverse FFT of mask * X (mixture phase); its newest SYNTHESIS_LENGTH
@@ -351,7 +356,10 @@ extern "C" {{
 #define {m}_NB_MODEL_BINS {man.nb_model_bins}
 #define {m}_WINDOW {c_string(cfg.window)}
 #define {m}_SYNTHESIS_LENGTH {cfg.synthesis_span}
-#define {m}_FEATURE {c_string(man.raw.get("feature", "log1p_magnitude"))}
+#define {m}_FEATURE {c_string(man.feature)}
+/* 1: log(|X| + LOG_FLOOR), 0: log1p(|X|) */
+#define {m}_FEATURE_LOG {int(man.feature == "log_magnitude")}
+#define {m}_LOG_FLOOR {LOG_FLOOR!r}f
 #define {m}_LATENCY_SAMPLES {cfg.latency_samples}
 #define {m}_LATENCY_US {round(1e6 * cfg.latency_samples / cfg.sample_rate)}
 #define {m}_OUTPUT_DELAY_SAMPLES {cfg.output_delay_samples}

@@ -2,10 +2,12 @@
 whatever device Keras's backend (JAX or TensorFlow) runs.
 
 Everything after the waveform slices happens here, batched: the per-source gains, the SNR and
-level (with the peak limit of :mod:`edgesep.data.mixtures`), the causal STFT of
+level (with the peak limit of :mod:`edgesep.data.mixtures`), the late reverberation (added to
+the second source), the causal STFT of
 :func:`edgesep.dsp.stft` (same window, same framing, the lead frames dropped), the
-``log1p`` magnitude features, the network and the loss: L1 between the masked mixture
-magnitudes and the sources', averaged over the supervised U-Nets (every one with
+magnitude features (``[model] feature``), the network and the loss: L1 between the masked
+mixture magnitudes and the sources' (``[train] loss = "l1_level"``: each example's over its
+mixture's mean magnitude), averaged over the supervised U-Nets (every one with
 ``intermediate_supervision``, else the last). With a ``teacher`` (the unpruned model when
 fine-tuning a pruned one) the L1 between both models' masks is added (distillation).
 """
@@ -17,6 +19,7 @@ import numpy as np
 from keras import ops
 
 from edgesep.data.mixtures import PEAK
+from edgesep.dsp import LOG_FLOOR
 from edgesep.models.coupled_unet import as_mask_list
 
 
@@ -35,27 +38,31 @@ class SeparationTrainer(keras.Model):
         st = cfg.stft
         self.n_fft, self.hop, self.nb_model_bins = st.n_fft, st.hop, cfg.nb_model_bins
         self.window = np.asarray(st.analysis_window, np.float32)
+        self.feature, self.loss_kind = cfg.model.feature, cfg.train.loss
 
     def spectra(self, batch):
         """``(features, mixture magnitude, source magnitudes)`` of a batch:
         ``(B, T, bins, 1)``, ``(B, T, bins)``, ``(B, T, bins, 2)``."""
         gains = ops.power(10.0, batch["gains_db"] / 20.0)  # (B, 2)
         sources = batch["sources"] * gains[:, :, None]
-        voice, other = sources[:, 0], sources[:, 1]
+        voice, other, late = sources[:, 0], sources[:, 1], batch["late"]
         snr, finite = batch["snr_db"], ops.isfinite(batch["snr_db"])
         power_other = ops.maximum(ops.mean(ops.square(other), axis=-1), 1e-12)
         to_snr = ops.sqrt(batch["voice_power"] / power_other
                           / ops.power(10.0, ops.where(finite, snr, 0.0) / 10.0))
         other = other * ops.where(finite, to_snr, 1.0)[:, None]
         level = ops.power(10.0, batch["level_db"] / 20.0)
-        peak = ops.max(ops.abs(voice + other), axis=-1)
+        peak = ops.max(ops.abs(voice + late + other), axis=-1)
         scale = ops.where(finite, level * ops.minimum(1.0, PEAK / ops.maximum(level * peak,
                                                                                1e-12)), 1.0)
-        pair = ops.stack([voice, other], axis=1) * scale[:, None, None]  # (B, 2, L)
+        pair = ops.stack([voice, other + late], axis=1) * scale[:, None, None]  # (B, 2, L)
         real, imag = self._stft(pair)  # (B, 2, T, bins)
         mixture = ops.sqrt(ops.square(ops.sum(real, axis=1)) + ops.square(ops.sum(imag, axis=1)))
         source_mag = ops.sqrt(ops.square(real) + ops.square(imag))
-        features = ops.log1p(mixture)[..., None]
+        if self.feature == "log_magnitude":
+            features = ops.log(mixture + LOG_FLOOR)[..., None]
+        else:
+            features = ops.log1p(mixture)[..., None]
         return features, mixture, ops.transpose(source_mag, (0, 2, 3, 1))
 
     def _stft(self, audio):
@@ -83,7 +90,13 @@ class SeparationTrainer(keras.Model):
         else:
             chosen = [len(masks) - 1]
         mix = mixture[..., None]
-        loss = sum(ops.mean(ops.abs(masks[i] * mix - sources)) for i in chosen) / len(chosen)
+        if self.loss_kind == "l1_level":  # per example, over its mixture's mean magnitude
+            level = ops.mean(mixture, axis=(1, 2)) + 1e-6
+            error = lambda m: ops.mean(  # noqa: E731
+                ops.mean(ops.abs(m * mix - sources), axis=(1, 2, 3)) / level)
+        else:
+            error = lambda m: ops.mean(ops.abs(m * mix - sources))  # noqa: E731
+        loss = sum(error(masks[i]) for i in chosen) / len(chosen)
         if targets and training:
             loss = loss + self.distill_weight * sum(
                 ops.mean(ops.abs(masks[i] - ops.stop_gradient(targets[i]))) for i in chosen

@@ -1,6 +1,6 @@
 """Frame-by-frame separation with an exported streaming model.
 
-Per hop: :class:`StreamingStft` frame -> ``log1p`` magnitude features -> model (states
+Per hop: :class:`StreamingStft` frame -> magnitude features (the manifest's) -> model (states
 carried) -> masks on the mixture spectrum (mixture phase) -> :class:`StreamingIstft` per source.
 :func:`separate_offline` runs the same model over all frames of a whole file (the reference
 the streamer must match); :func:`separate_file` streams a file and aligns the output with it.
@@ -84,7 +84,7 @@ class Streamer:
             np.copyto(self._clean, np.where(finite, chunk, 0.0))
             chunk = self._clean
         frame = self._stft.push(chunk, out=self._frame)
-        features = magnitude_features(frame, self.stepper.nb_model_bins)
+        features = magnitude_features(frame, self.stepper.nb_model_bins, self.manifest.feature)
         t1 = time.perf_counter_ns()
         masks = self.stepper.step(features)
         self.model_latency.add(time.perf_counter_ns() - t1)
@@ -131,13 +131,14 @@ def separate_file(
     return out
 
 
-def separate_offline(stepper: Stepper, sources: tuple[str, ...], cfg,
-                     audio: np.ndarray) -> dict[str, np.ndarray]:
-    """The reference path: the same model over all frames of ``stft(audio)``, then ``istft``."""
+def separate_offline(streamer: Streamer, audio: np.ndarray) -> dict[str, np.ndarray]:
+    """The reference path: the streamer's model over all frames of ``stft(audio)`` at once,
+    then ``istft``."""
+    cfg, stepper = streamer.cfg, streamer.stepper
     spec = stft(np.asarray(audio, dtype=np.float32), cfg)
-    masks = stepper.run(magnitude_features(spec, stepper.nb_model_bins))
+    masks = stepper.run(magnitude_features(spec, stepper.nb_model_bins, streamer.manifest.feature))
     est = apply_masks(spec, masks)
-    return {src: istft(est[i], cfg, length=len(audio)) for i, src in enumerate(sources)}
+    return {src: istft(est[i], cfg, length=len(audio)) for i, src in enumerate(streamer.sources)}
 
 
 #: ``--hop-loop``: the DSP around the model in numpy, or in the C framer.
@@ -174,6 +175,6 @@ def streaming_difference(streamer: Streamer, audio: np.ndarray) -> tuple[float, 
     """Largest ``|streamed - offline|`` over the sources for ``audio`` (the streamer against
     :func:`separate_offline` with the same stepper), and whether the stream stayed finite."""
     streamed = separate_file(streamer, audio)
-    offline = separate_offline(streamer.stepper, streamer.sources, streamer.cfg, audio)
+    offline = separate_offline(streamer, audio)
     diff = max(float(np.max(np.abs(streamed[s] - offline[s]))) for s in streamer.sources)
     return diff, all(bool(np.isfinite(y).all()) for y in streamed.values())

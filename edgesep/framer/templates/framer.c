@@ -127,6 +127,16 @@ int @prefix@_framer_init(@prefix@_framer *f, @prefix@_model_fn model, void *user
     return 0;
 }
 
+/* The model's input feature of one bin's magnitude (edgesep.dsp.magnitude_features). */
+static float feature_of(float magnitude)
+{
+#if @PREFIX@_FEATURE_LOG
+    return logf(magnitude + @PREFIX@_LOG_FLOOR);
+#else
+    return log1pf(magnitude);
+#endif
+}
+
 /* Analysis: shift in the hop, window, FFT, features, quantised model input. */
 static void analyse(@prefix@_framer *f, const float *input)
 {
@@ -144,10 +154,10 @@ static void analyse(@prefix@_framer *f, const float *input)
         f->work[n] = f->input[n] * @prefix@_analysis_window[n];
     }
     @prefix@_rfft_forward(&f->fft, f->work, f->spectrum);
-    f->model_frame[0] = quantise_frame(log1pf(fabsf(f->spectrum[0])));
+    f->model_frame[0] = quantise_frame(feature_of(fabsf(f->spectrum[0])));
     for (k = 1; k < @PREFIX@_NB_MODEL_BINS; ++k) {
         float re = f->spectrum[2 * k], im = f->spectrum[2 * k + 1];
-        f->model_frame[k] = quantise_frame(log1pf(sqrtf(re * re + im * im)));
+        f->model_frame[k] = quantise_frame(feature_of(sqrtf(re * re + im * im)));
     }
 }
 

@@ -5,7 +5,8 @@
  *
  * Per hop of @PREFIX@_HOP input samples:
  *   streaming STFT frame (analysis window over N_FFT samples, causal: the frame ends at the newest sample)
- *   -> features log1p(|X[k]|) for the @PREFIX@_NB_MODEL_BINS lowest bins -> quantised model input
+ *   -> features (@PREFIX@_FEATURE: log1p(|X[k]|) or log(|X[k]| + @PREFIX@_LOG_FLOOR)) for the
+ *   @PREFIX@_NB_MODEL_BINS lowest bins -> quantised model input
  *   -> the model (a function the firmware provides) with the states of the previous hop
  *   -> masks dequantised and clipped to [0, 1] (NaN -> 0); the Nyquist bin reuses the top bin's
  *   -> masked spectrum per source -> inverse FFT, synthesis window on its newest
