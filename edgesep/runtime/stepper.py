@@ -224,13 +224,14 @@ def open_stepper(manifest: Manifest, precision: str | None = None, backend: str 
 
 
 def _check_reference_run(manifest: Manifest, run_dir: Path) -> None:
+    from edgesep.config import Config
     from edgesep.runs import check_source_weights, run_config
 
     if not run_dir.is_dir():
         raise EdgesepError(f"{run_dir}: the reference run does not exist (--run RUN gives it)")
     cfg = run_config(run_dir).to_dict()
-    if {k: cfg.get(k) for k in ("stft", "model")} != {k: manifest.config.get(k)
-                                                      for k in ("stft", "model")}:
+    exported = Config.from_dict(manifest.config, origin=f"{manifest.directory}: config").to_dict()
+    if {k: cfg[k] for k in ("stft", "model")} != {k: exported[k] for k in ("stft", "model")}:
         raise EdgesepError(f"{run_dir}: this run's config differs from the one "
                            f"{manifest.directory} was exported from")
     check_source_weights(run_dir, manifest)
