@@ -132,9 +132,11 @@ class Count(click.IntRange):
 
 def data_paths(spec: str | None) -> list[str]:
     """The file or folder a ``--data`` spec reads (``mir1k:PATH``, ``mixtures:PATH``,
-    ``pack:FILE``), none for ``synthetic``: what an output must not touch."""
+    ``speechnoise:PATH``, ``pack:FILE``), none for ``synthetic``: what an output must not
+    touch."""
     kind, _, arg = (spec or "").partition(":")
-    return [os.path.expanduser(arg)] if kind in ("mir1k", "mixtures", "pack") and arg else []
+    return ([os.path.expanduser(arg)] if kind in ("mir1k", "mixtures", "speechnoise", "pack")
+            and arg else [])
 
 
 def config_paths(name: str | None) -> list[str]:
@@ -184,7 +186,8 @@ DATA_OPTION = click.option(
     "--data",
     "data_spec",
     default=None,
-    help="Data: synthetic (built-in), mir1k:PATH, mixtures:PATH or pack:FILE (edgesep pack). "
+    help="Data: synthetic (built-in), mir1k:PATH, mixtures:PATH, speechnoise:PATH or "
+    "pack:FILE (edgesep pack). "
     "Default: the config's.",
 )
 
@@ -645,8 +648,8 @@ def info_lines(figures: dict, indent: str = "") -> list[str]:
               help="With --structured: round kept channel counts to multiples of this "
               "(int8 kernels work on tiles of 8 channels).")
 @click.option("--calib-data", default=None,
-              help="Calibration/check data (synthetic, mir1k:PATH, mixtures:PATH). "
-              "Default: the run's training data.")
+              help="Calibration/check data (synthetic, mir1k:PATH, mixtures:PATH, "
+              "speechnoise:PATH). Default: the run's training data.")
 @click.option("--calib-frames", type=Count(1, lim.MAX_FRAMES), default=2000, show_default=True,
               help="Frames of real audio for int8 calibration (at most what a 24 h stream "
               "holds at a 4 ms hop).")
@@ -735,7 +738,8 @@ def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p
     from edgesep.data import load_clips
 
     if data_spec is not None and not data_spec.strip():
-        raise EdgesepError("--data is empty: give synthetic, mir1k:PATH or mixtures:PATH")
+        raise EdgesepError("--data is empty: give synthetic, mir1k:PATH, mixtures:PATH or "
+                          "speechnoise:PATH")
     manifest = load_manifest(export_dir)
     gate.check_reference(reference, manifest)  # before the clips are loaded
     spec = data_spec or manifest.config.get("train", {}).get("data", "synthetic")
@@ -763,7 +767,8 @@ def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p
 @click.option("--out", "out_dir", default="runs/demo", show_default=True,
               type=click.Path(file_okay=False), help="Directory for every stage's outputs.")
 @click.option("--data", "data_spec", default=None,
-              help="synthetic (built-in), mir1k:PATH or mixtures:PATH. Default: synthetic, or "
+              help="synthetic (built-in), mir1k:PATH, mixtures:PATH or speechnoise:PATH. Default: "
+              "synthetic, or "
               "with --init the data the model was trained on.")
 @click.option("--config", "config_name", default=None,
               help="Streaming config (name or TOML path). Default: edge, or with --init the "
@@ -816,7 +821,7 @@ def pipeline(out_dir, data_spec, config_name, init, steps, prune, prune_steps):
               help="Prefix of the file names, C functions and macros (a C identifier).")
 @click.option("--data", "data_spec", default="synthetic", show_default=True,
               help="Audio for the TFLite Micro vs ai-edge-litert check: synthetic, "
-              "mir1k:PATH or mixtures:PATH.")
+              "mir1k:PATH, mixtures:PATH or speechnoise:PATH.")
 @click.option("--frames", type=Count(0, lim.MAX_FRAMES), default=500, show_default=True,
               help="Frames of that audio run through both interpreters (0: no check; at most "
               "what a 24 h stream holds at a 4 ms hop).")

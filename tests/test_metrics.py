@@ -120,7 +120,7 @@ def test_cli_bad_data_is_a_one_line_error() -> None:
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "Error: unknown data spec 'nope:x' (expected synthetic, synthetic:N, mir1k:PATH, "
-        "mixtures:PATH or pack:FILE)"
+        "mixtures:PATH, speechnoise:PATH or pack:FILE)"
     ]
     result = CliRunner().invoke(cli, ["evaluate", "--data", "synthetic"])
     assert result.exit_code == 2 and "give a RUN and/or --oracle" in result.output

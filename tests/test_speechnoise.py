@@ -117,3 +117,19 @@ def test_device_mixing_equals_the_fixed_clip_recipe(val_sampler):
         np.testing.assert_allclose(sources[b, ..., 1], np.abs(spec[1]), atol=1e-4 * scale)
         np.testing.assert_allclose(features[b, ..., 0], magnitude_features(
             spec[0] + spec[1], cfg.nb_model_bins, "log_magnitude"), atol=2e-3)
+
+
+def test_a_root_without_speech_or_noise_is_one_line(tmp_path, data_root):
+    from click.testing import CliRunner
+    from conftest import one_error_line
+
+    from edgesep.cli import cli
+
+    def evaluate(root):
+        return CliRunner().invoke(cli, ["evaluate", "--oracle", "irm", "--data",
+                                        f"speechnoise:{root}", "--limit", "1"])
+
+    one_error_line(evaluate(tmp_path / "absent"), "is not a folder")
+    one_error_line(evaluate(tmp_path), "no speech files")
+    (tmp_path / "speech").symlink_to(data_root / "speech")
+    one_error_line(evaluate(tmp_path), "no noise or music files")

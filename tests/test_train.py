@@ -307,6 +307,35 @@ def test_without_intermediate_supervision_only_the_last_masks_are_trained(tmp_pa
         assert (not np.array_equal(before, head.numpy())) == flag
 
 
+@pytest.mark.parametrize("loss", ["l1", "l1_level"])
+def test_the_level_normalised_loss_weighs_quiet_and_loud_examples_alike(tmp_path, loss):
+    """``l1_level``: the same separation error on a copy 40 dB quieter costs the same, where
+    plain L1 all but ignores the quiet copy."""
+    from edgesep.models import build_model
+    from edgesep.models.trainer import SeparationTrainer
+
+    cfg = load_config(tiny_toml(tmp_path / "tiny.toml"))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, loss=loss))
+    trainer = SeparationTrainer(build_model(cfg), cfg)
+    rng = np.random.default_rng(0)
+    mixture = rng.random((1, 8, 16)).astype(np.float32) + 0.1
+    sources = np.stack([0.7 * mixture, 0.3 * mixture], axis=-1)
+    masks = [np.full((1, 8, 16, 2), 0.5, np.float32)]
+    def cost(gain):
+        return float(trainer.compute_loss(y_pred=(masks, [], gain * mixture, gain * sources),
+                                          training=False))
+
+    loud, quiet = cost(1.0), cost(0.01)
+    both = float(trainer.compute_loss(y_pred=(
+        [np.concatenate([masks[0]] * 2)], [], np.concatenate([mixture, 0.01 * mixture]),
+        np.concatenate([sources, 0.01 * sources])), training=False))
+    if loss == "l1_level":
+        assert quiet == pytest.approx(loud, rel=1e-3) and both == pytest.approx(loud, rel=1e-3)
+    else:
+        assert quiet == pytest.approx(0.01 * loud, rel=1e-4)
+        assert both == pytest.approx(0.505 * loud, rel=1e-4)
+
+
 # --- one line, exit 2, for every mistake on the command line (issue 10) ----------------------
 
 _TOML = "[stft]\nsample_rate = 16000\nn_fft = 256\nhop = 64\n[model]\nchannels = [4, 6, 8]\n"

@@ -174,6 +174,9 @@ class SpeechNoiseSampler:
                        for p in self.speech_paths]
         self.speech_power = [float(np.mean(x.astype(np.float64) ** 2)) for x in self.speech]
         files = interference_files(root, split)
+        if not files:
+            raise EdgesepError(f"{root}: no noise or music files for split {split!r} (expected "
+                               "noise/nonspeech/, noise/urbansound8k/fold*/ or mir1k/Wavfile/)")
         self.noise = {cls: [(p.stem, read_source(p, "music" if cls == "music" else "noise",
                                                  sample_rate).astype(np.float32))
                             for p in paths] for cls, paths in files.items()}
