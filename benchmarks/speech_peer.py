@@ -15,6 +15,10 @@ metrics of :mod:`edgesep.speech_metrics` on the speech source ``vocals``):
 - each ``--export DIR`` at each ``--precision`` (int8, float32), streamed frame by frame by
   edgesep's runtime (:class:`edgesep.Separator`, the runtime ``Streamer``, ai-edge-litert).
 
+With ``speechnoise:`` data (clips labelled by interference class, SNR band and room) the
+SI-SDRi is also tabled by each label, beside DTLN quantized's, with the smallest ratio of an
+edgesep row's gain to DTLN quantized's over the classes and bands (the aim: at least half).
+
 Columns: SI-SDR and SI-SDRi (dB), PESQ wide-band (``pesq``, 16 kHz), STOI and ESTOI
 (``pystoi``); means over the clips weighted by clip length (as every edgesep global score),
 each over the clips where it is defined (the notes say where it is not). The JSON also has
@@ -153,6 +157,7 @@ def main() -> None:
         "versions": _versions(), "machine": platform.platform(), "cpus": os.cpu_count(),
         "load_average": os.getloadavg(), "seconds": round(time.perf_counter() - start, 1),
         "rows": rows, "skipped": skipped,
+        "labels": {c.name: c.labels for c in clips if c.labels},
     }
     md = format_table(report)
     print(md)
@@ -187,7 +192,62 @@ def format_table(report: dict) -> str:
               "separating and scoring the clips (BSS Eval included), wall clock on a shared "
               "machine."]
     lines += [f"- note: {n}" for n in notes]
+    lines += group_tables(report)
     return "\n".join(lines) + "\n"
+
+
+#: Labels of ``speechnoise:`` clips that scores are grouped by, and what each table is called.
+GROUPS = {"class": "interference class", "snr_band": "SNR band", "room": "room"}
+PEER = "DTLN quantized"
+
+
+def group_means(report: dict, key: str) -> dict[str, dict[str, float]]:
+    """``{method: {group: SI-SDRi}}``, means weighted by clip length, by label ``key``."""
+    labels = report.get("labels") or {}
+    out = {}
+    for r in report["rows"]:
+        sums: dict[str, list[float]] = {}
+        for c in r["clips"]:
+            value = c["SI-SDRi"]
+            if c["clip"] not in labels or value is None or not np.isfinite(value):
+                continue
+            group = labels[c["clip"]][key]
+            if key == "room" and group != "anechoic":
+                group = "room"
+            acc = sums.setdefault(group, [0.0, 0.0])
+            acc[0] += value * c["length"]
+            acc[1] += c["length"]
+        out[r["method"]] = {g: a[0] / a[1] for g, a in sorted(sums.items())}
+    return out
+
+
+def group_tables(report: dict) -> list[str]:
+    """SI-SDRi by class, SNR band and room (``speechnoise:`` clips), with each edgesep row's
+    smallest gain as a fraction of DTLN quantized's over the classes and SNR bands."""
+    if not report.get("labels"):
+        return []
+    lines, worst = [], {}
+    for key, title in GROUPS.items():
+        means = group_means(report, key)
+        groups = sorted({g for m in means.values() for g in m})
+        counts = {g: sum(1 for v in report["labels"].values()
+                         if (v[key] if key != "room" or v[key] == "anechoic" else "room") == g)
+                  for g in groups}
+        lines += ["", f"SI-SDRi dB by {title} (clips per group in brackets):", "",
+                  "| method | " + " | ".join(f"{g} ({counts[g]})" for g in groups) + " |",
+                  "| --- |" + " ---: |" * len(groups)]
+        peer = means.get(PEER, {})
+        for method, by in means.items():
+            lines.append(f"| {method} | " + " | ".join(_fmt(by.get(g), 2) for g in groups)
+                         + " |")
+            if key != "room" and method.startswith("edgesep") and peer:
+                ratios = [(by[g] / peer[g], g) for g in groups if g in by and peer.get(g, 0) > 0]
+                worst.setdefault(method, []).extend(ratios)
+    if worst:
+        lines += ["", "Smallest SI-SDRi as a fraction of DTLN quantized's over the classes and "
+                  "SNR bands (aim: >= 0.5):", ""]
+        lines += [f"- {m}: {min(r)[0]:.2f} ({min(r)[1]})" for m, r in worst.items() if r]
+    return lines
 
 
 def _framings(framings: dict) -> str:

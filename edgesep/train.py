@@ -26,6 +26,7 @@ import numpy as np
 from edgesep.config import Config, read_saved_config, save_config
 from edgesep.data import Clip
 from edgesep.data.mixtures import MixtureSampler
+from edgesep.data.speechnoise import SpeechNoiseSampler
 from edgesep.errors import EdgesepError
 from edgesep.files import atomic_file, atomic_path, check_writable_dir, write_json_atomic
 from edgesep.runs import WEIGHTS_FILE
@@ -123,7 +124,7 @@ def checkpoints(run_dir: Path) -> list[Path]:
 
 def train(
     cfg: Config,
-    train_clips: list[Clip] | MixtureSampler,
+    train_clips: list[Clip] | MixtureSampler | SpeechNoiseSampler,
     val_clips: list[Clip],
     out_dir: Path,
     resume: bool = False,
@@ -189,8 +190,8 @@ def train(
         schedule = keras.optimizers.schedules.CosineDecay(tc.learning_rate, tc.lr_decay_steps, 0.1)
     trainer = compiled_trainer(net, cfg, schedule)
     train_set = training_set(train_clips, cfg.stft.sample_rate)
-    train_data = (train_clips.summary() if isinstance(train_clips, MixtureSampler)
-                  else {"dynamic_mixing": False, "clips": len(train_clips)})
+    train_data = ({"dynamic_mixing": False, "clips": len(train_clips)}
+                  if isinstance(train_clips, list) else train_clips.summary())
     if data_spec:
         train_data["spec"] = data_spec
         if data_spec.startswith("pack:"):

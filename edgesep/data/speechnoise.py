@@ -193,7 +193,8 @@ class SpeechNoiseSampler:
     def summary(self) -> dict:
         """What the sampler draws from (for a run's metrics)."""
         seconds = lambda xs: round(sum(len(x) for x in xs) / self.sample_rate, 1)  # noqa: E731
-        return {"recipe": "speechnoise", "speech_files": len(self.speech),
+        return {"dynamic_mixing": True, "recipe": "speechnoise",
+                "speech_files": len(self.speech),
                 "speech_seconds": seconds(self.speech),
                 "interference": {c: {"files": len(v), "seconds": seconds([a for _, a in v])}
                                  for c, v in self.noise.items()},

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -49,15 +50,27 @@ SCORED = ("SI-SDR", "SI-SDRi", "PESQ-WB", "STOI", "ESTOI")
 ROW_NAMES = {"mixture": "mixture (no separation)", "irm": "IRM ceiling (same STFT)",
              "float32": "float32 TFLite", "int8": "int8 TFLite"}
 WEIGHTS_ROW = "float32 Keras weights"
-#: The corpora of the ``mixtures:`` recipe, from ``../shared/data/README.md``.
-CORPORA = (
-    ("TSP speech database", "Peter Kabal, McGill University (2002)",
-     "freely distributed for research"),
-    ("100 nonspeech environmental sounds", "Guoning Hu, Ohio State University",
-     "research and study use only, not commercial"),
-    ("MIR-1K (accompaniment channel only, as music interference)",
-     "Chao-Ling Hsu and Jyh-Shing Roger Jang, IEEE TASLP 2010", "freely distributed for research"),
-)
+#: The corpora of each recipe (``mixtures:``, ``speechnoise:``), from ``../shared/data/README.md``.
+_TSP = ("TSP speech database", "Peter Kabal, McGill University (2002)",
+        "freely distributed for research")
+_HU = ("100 nonspeech environmental sounds", "Guoning Hu, Ohio State University",
+       "research and study use only, not commercial")
+_MIR1K = ("MIR-1K (accompaniment channel only, as music interference)",
+          "Chao-Ling Hsu and Jyh-Shing Roger Jang, IEEE TASLP 2010",
+          "freely distributed for research")
+CORPORA = {
+    "mixtures": (_TSP, _HU, _MIR1K),
+    "speechnoise": (
+        _TSP,
+        ("SpeechOcean762", "Junbo Zhang et al., Interspeech 2021", "CC BY 4.0"),
+        _HU,
+        ("UrbanSound8K (fold 1)", "J. Salamon, C. Jacoby and J. P. Bello, ACM MM 2014",
+         "CC BY-NC 3.0: non-commercial use only"),
+        _MIR1K,
+    ),
+}
+NON_COMMERCIAL = {"mixtures": "Hu's nonspeech sounds are",
+                  "speechnoise": "Hu's nonspeech sounds and UrbanSound8K are"}
 
 
 def score(export_dir: Path, clips: list, precisions=PRECISIONS) -> dict:
@@ -76,15 +89,44 @@ def score(export_dir: Path, clips: list, precisions=PRECISIONS) -> dict:
     rows = {}
     for key, ev in evaluations.items():
         if ev.speech is None:
-            raise EdgesepError("these clips have no speech source (give mixtures:PATH data)")
+            raise EdgesepError("these clips have no speech source (give mixtures:PATH or "
+                               "speechnoise:PATH data)")
         rows[key] = {m: ev.scores[ev.speech][m] for m in SCORED}
+        groups = group_si_sdri(ev.speech_clips(), {c.name: c.labels for c in clips})
+        if groups:
+            rows[key]["SI-SDRi by group"] = groups
     return rows
+
+
+#: Clip labels (``speechnoise:``) the card groups SI-SDRi by.
+GROUP_KEYS = {"class": "interference class", "snr_band": "SNR band", "room": "room"}
+
+
+def group_si_sdri(speech_clips: list[dict], labels: dict[str, dict]) -> dict:
+    """``{label key: {group: SI-SDRi}}`` (means weighted by clip length) of the labelled clips;
+    rooms are grouped as ``anechoic`` or ``room``."""
+    out: dict[str, dict[str, float]] = {}
+    for key in GROUP_KEYS:
+        sums: dict[str, list[float]] = {}
+        for c in speech_clips:
+            value, label = c["SI-SDRi"], labels.get(c["clip"], {}).get(key)
+            if label is None or value is None or not math.isfinite(value):
+                continue
+            group = "room" if key == "room" and label != "anechoic" else label
+            acc = sums.setdefault(group, [0.0, 0.0])
+            acc[0] += value * c["length"]
+            acc[1] += c["length"]
+        if sums:
+            out[key] = {g: round(a[0] / a[1], 3) for g, a in sorted(sums.items())}
+    return out
 
 
 def package(export_dir: Path, run_dir: Path, name: str, data: str, description: str,
             commands: dict[str, str], quick: int = 5, out_dir: Path | None = None,
-            say=print) -> Path:
-    """Build ``out_dir`` (default ``edgesep/pretrained/<name>``) from ``export_dir``."""
+            say=print, clips_limit: int | None = None, peer_report: Path | None = None) -> Path:
+    """Build ``out_dir`` (default ``edgesep/pretrained/<name>``) from ``export_dir``, scored on
+    the first ``clips_limit`` val clips (all by default); ``peer_report``: a
+    ``benchmarks/speech_peer.py`` JSON on the same clips, whose DTLN rows the card quotes."""
     from edgesep.contract import load_manifest, write_manifest
     from edgesep.data import load_clips
     from edgesep.files import atomic_folder, write_json_atomic, write_text_atomic
@@ -100,7 +142,8 @@ def package(export_dir: Path, run_dir: Path, name: str, data: str, description: 
         raise EdgesepError(f"{export_dir}: the manifest records no source run weights")
     weights_file = _checked_weights(Path(run_dir), manifest.source_run_weights_sha256)
     clips = load_clips(data, "val", sample_rate=manifest.stft.sample_rate,
-                       seed=manifest.config["train"]["seed"])
+                       seed=manifest.config["train"]["seed"], limit=clips_limit)
+    peer = _peer_rows(peer_report, clips) if peer_report else None
     with atomic_folder(out_dir) as tmp:
         raw = dict(manifest.raw)
         raw["artefacts"] = {}
@@ -138,6 +181,7 @@ def package(export_dir: Path, run_dir: Path, name: str, data: str, description: 
             "source_run_weights_sha256": packaged.source_run_weights_sha256,
             "train_config": manifest.config["train"],
             "train_speakers": _train_speakers(data),
+            "peer": peer,
             "training": {k: metrics.get(k) for k in
                          ("steps", "best_val_loss", "final_train_loss", "seconds_this_session",
                           "steps_per_second", "device", "train_data")},
@@ -210,7 +254,7 @@ def render_card(info: dict) -> str:
         f"# {info['name']}", "",
         info["description"], "",
         "## Model", "",
-        f"- Config `{info['config']}` (the `edge` network and framing): coupled U-Net with an "
+        f"- Config `{info['config']}`: coupled U-Net with an "
         f"ASPP bottleneck, causal, {info['parameters']:,} parameters, "
         f"{info['macs_per_frame']:,} multiply-accumulates per frame.",
         f"- {stft['sample_rate']} Hz, {stft['n_fft']}-sample {stft['window']} window, "
@@ -235,22 +279,16 @@ def render_card(info: dict) -> str:
             f"were exported from: `edgesep pipeline --init pretrained:{info['name']}` starts "
             "from it, to score, fine-tune or export the model again.", "",
         ]
-    lines += [
-        "## Training", "",
-        "Speech in noise or music with dynamic mixing: every batch mixes fresh pairs from the "
-        "train split: a TSP utterance excerpt with an excerpt of one of Hu's nonspeech sounds "
-        "or (half the time) of a MIR-1K accompaniment, at an SNR drawn uniformly from "
-        f"{d['snr_db'][0]:g} to {d['snr_db'][1]:+g} dB and a random gain ({d['gain_db'][0]:g} "
-        f"to {d['gain_db'][1]:+g} dB). "
-        "Splits are disjoint by speaker and by noise file (and MIR-1K song); the validation "
-        "mixtures are fixed.", "",
-        f"- Train split: {d['speech_files']} utterances ({d['speech_seconds']} s) of TSP "
-        f"speakers {', '.join(info['train_speakers'])}; {d['noise_files']} noise files "
-        f"({d['noise_seconds']} s); {d['music_files']} MIR-1K clips ({d['music_seconds']} s).",
+    recipe = d.get("recipe", "mixtures")
+    loss = {"l1": "L1 on masked magnitudes",
+            "l1_level": "L1 on masked magnitudes over each example's mixture level"}[
+        c.get("loss", "l1")]
+    lines += ["## Training", "", *(_speechnoise_training(d, info) if recipe == "speechnoise"
+                                   else _mixtures_training(d, info)),
         f"- {t['steps']} steps of {c['batch_size']} patches x {c['patch_frames']} frames, Adam "
-        f"{c['learning_rate']:g}, L1 on masked magnitudes, "
+        f"{c['learning_rate']:g}, {loss}, "
         f"on {t['device']} in {t['seconds_this_session'] / 60:.1f} min "
-        f"({t['steps_per_second']} steps/s on a shared 2-core machine); best validation L1 "
+        f"({t['steps_per_second']} steps/s on a shared 2-core machine); best validation loss "
         f"{t['best_val_loss']:.4f} (the weights kept).",
         f"- Weights SHA-256 (the run's `model.weights.h5`): `{info['source_run_weights_sha256']}`"
         f"; edgesep commit `{info['git_commit']}`"
@@ -260,9 +298,9 @@ def render_card(info: dict) -> str:
         "The audio is not in the package; only weights learnt from it. From "
         "`../shared/data/README.md`:", "",
     ]
-    lines += [f"- {name}: {who}; {terms}." for name, who, terms in CORPORA]
+    lines += [f"- {name}: {who}; {terms}." for name, who, terms in CORPORA[recipe]]
     lines += [
-        "", "Hu's nonspeech sounds are for research and study use only, not commercial: treat "
+        "", f"{NON_COMMERCIAL[recipe]} for research or non-commercial use only: treat "
         "this model, trained on them, as for research and evaluation.", "",
         "## Reproduce", "", "```",
         *[f"{cmd}" for cmd in info["commands"].values()], "```", "",
@@ -279,11 +317,21 @@ def render_card(info: dict) -> str:
         lines += [f"{title}; speech scores, means weighted by clip length:", "",
                   "| | SI-SDR dB | SI-SDRi dB | PESQ-WB | STOI | ESTOI |",
                   "| --- | ---: | ---: | ---: | ---: | ---: |"]
-        for key, row in info["scores"][which]["rows"].items():
+        rows = dict(info["scores"][which]["rows"])
+        if which == "full" and info.get("peer"):
+            rows.update(info["peer"]["rows"])
+        for key, row in rows.items():
             lines.append(f"| {ROW_NAMES.get(key, key)} | {row['SI-SDR']:.2f} | "
                          f"{row['SI-SDRi']:.2f} | {row['PESQ-WB']:.2f} | {row['STOI']:.3f} | "
                          f"{row['ESTOI']:.3f} |")
         lines.append("")
+        if which == "full":
+            lines += _group_tables(rows)
+    if info.get("peer"):
+        lines += [f"DTLN rows: `benchmarks/results/{info['peer']['file']}` "
+                  f"(`{info['peer']['command']}`), the pretrained DTLN TFLite pair "
+                  "(breizhn/DTLN, MIT, trained on the DNS challenge data) on the same clips; it "
+                  "is measured, never shipped.", ""]
     lines += [
         "Scored by `edgesep.evaluate` on the speech source (`pesq` wide-band, `pystoi`): the "
         "TFLite files streamed frame by frame by the runtime (ai-edge-litert, one thread), "
@@ -292,6 +340,62 @@ def render_card(info: dict) -> str:
         "`benchmarks/results/speech_peer.md`.", "",
     ]
     return "\n".join(lines)
+
+
+def _mixtures_training(d: dict, info: dict) -> list[str]:
+    return [
+        "Speech in noise or music with dynamic mixing: every batch mixes fresh pairs from the "
+        "train split: a TSP utterance excerpt with an excerpt of one of Hu's nonspeech sounds "
+        "or (half the time) of a MIR-1K accompaniment, at an SNR drawn uniformly from "
+        f"{d['snr_db'][0]:g} to {d['snr_db'][1]:+g} dB and a random gain ({d['gain_db'][0]:g} "
+        f"to {d['gain_db'][1]:+g} dB). "
+        "Splits are disjoint by speaker and by noise file (and MIR-1K song); the validation "
+        "mixtures are fixed.", "",
+        f"- Train split: {d['speech_files']} utterances ({d['speech_seconds']} s) of TSP "
+        f"speakers {', '.join(info['train_speakers'])}; {d['noise_files']} noise files "
+        f"({d['noise_seconds']} s); {d['music_files']} MIR-1K clips ({d['music_seconds']} s).",
+    ]
+
+
+def _speechnoise_training(d: dict, info: dict) -> list[str]:
+    corpora: dict[str, int] = {}
+    for speaker in info["train_speakers"]:
+        corpora[speaker.split("/")[0]] = corpora.get(speaker.split("/")[0], 0) + 1
+    noise = "; ".join(f"{v['files']} {k} files ({v['seconds']} s)"
+                      for k, v in d["interference"].items())
+    chances = ", ".join(f"{k} {v:.0%}" for k, v in d["class_probability"].items())
+    return [
+        "`speechnoise:` speech in noise with dynamic mixing (`edgesep/data/speechnoise.py`): "
+        "every example is a fresh speech excerpt with an interference of one class (chances: "
+        f"{chances}; steady = generated 1/f^a noise), at an SNR drawn uniformly from "
+        f"{d['snr_db'][0]:g} to {d['snr_db'][1]:+g} dB and a mixture level from "
+        f"{d['level_dbfs'][0]:g} to {d['level_dbfs'][1]:g} dBFS RMS; with probability "
+        f"{d['reverb_probability']:g} the speech is heard in one of {d['rooms']} simulated "
+        "rooms (pyroomacoustics), the target being its direct sound and early reflections. "
+        "Splits are disjoint by speaker and by recording; the validation mixtures are fixed.",
+        "",
+        f"- Train split: {d['speech_files']} utterances ({d['speech_seconds']} s) of "
+        + ", ".join(f"{n} {k} speakers" for k, n in corpora.items()) + f"; {noise}.",
+    ]
+
+
+def _group_tables(rows: dict) -> list[str]:
+    """SI-SDRi by interference class, SNR band and room, one column per group."""
+    lines = []
+    for key, title in GROUP_KEYS.items():
+        groups = sorted({g for r in rows.values() for g in r.get("SI-SDRi by group", {})
+                         .get(key, {})})
+        if not groups:
+            continue
+        lines += [f"SI-SDRi dB by {title}:", "", "| | " + " | ".join(groups) + " |",
+                  "| --- |" + " ---: |" * len(groups)]
+        for name, r in rows.items():
+            by = r.get("SI-SDRi by group", {}).get(key, {})
+            lines.append(f"| {ROW_NAMES.get(name, name)} | "
+                         + " | ".join(f"{by[g]:.2f}" if g in by else "n/a" for g in groups)
+                         + " |")
+        lines.append("")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -303,7 +407,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("export", type=Path, help="an export folder (edgesep export --int8)")
     parser.add_argument("--run", type=Path, required=True, help="the run it was exported from")
     parser.add_argument("--name", required=True)
-    parser.add_argument("--data", required=True, help="mixtures:PATH (scores on its val split)")
+    parser.add_argument("--data", required=True,
+                        help="mixtures:PATH or speechnoise:PATH (scores on its val split)")
+    parser.add_argument("--clips", type=int, default=None,
+                        help="score the first N val clips (default: all)")
+    parser.add_argument("--peer", type=Path, default=None,
+                        help="a benchmarks/speech_peer.py JSON on the same clips: the card "
+                        "quotes its DTLN rows")
     parser.add_argument("--description", required=True)
     parser.add_argument("--train-command", required=True)
     parser.add_argument("--export-command", required=True)
@@ -315,7 +425,8 @@ def main(argv: list[str] | None = None) -> None:
                                      *(_quote(a) for a in argv)])}
     try:
         out = package(args.export, args.run, args.name, args.data, args.description, commands,
-                      quick=args.quick, out_dir=args.out)
+                      quick=args.quick, out_dir=args.out, clips_limit=args.clips,
+                      peer_report=args.peer)
     except EdgesepError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -353,10 +464,38 @@ def _git_dirty() -> bool | None:
 
 
 def _train_speakers(data: str) -> list[str]:
+    """The train split's speakers: TSP folder names (``mixtures:``), ``corpus/speaker``
+    (``speechnoise:``)."""
     from edgesep.data import _root
     from edgesep.data.mixtures import split_sources
+    from edgesep.data.speechnoise import speech_files
 
+    if data.startswith("speechnoise:"):
+        return sorted({f"{p.parent.parent.name}/{p.parent.name}"
+                       for p in speech_files(_root(data), "train")})
     return sorted({p.parent.name for p in split_sources(_root(data), "train")[0]})
+
+
+def _peer_rows(report_path: Path, clips: list) -> dict:
+    """DTLN's rows of a ``speech_peer.py`` report: refused unless it scored exactly ``clips``."""
+    try:
+        report = json.loads(Path(report_path).read_text(encoding="utf-8"))
+        rows = {r["method"]: r for r in report["rows"] if r["kind"] == "peer"}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise EdgesepError(f"{report_path}: not a speech_peer.py report ({err})") from None
+    names = sorted(c.name for c in clips)
+    labels = {c.name: c.labels for c in clips}
+    out = {"file": Path(report_path).name, "command": report.get("command"), "rows": {}}
+    for method, r in rows.items():
+        if sorted(c["clip"] for c in r["clips"]) != names:
+            raise EdgesepError(f"{report_path}: {method} was scored on other clips than these "
+                               f"{len(clips)} (run speech_peer.py with the same --data and "
+                               "--clips)")
+        out["rows"][method] = {**{m: r["means"][m] for m in SCORED},
+                               "SI-SDRi by group": group_si_sdri(r["clips"], labels)}
+    if not out["rows"]:
+        raise EdgesepError(f"{report_path}: no peer rows")
+    return out
 
 
 def _quote(arg: str) -> str:
