@@ -196,48 +196,28 @@ def format_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: Labels of ``speechnoise:`` clips that scores are grouped by, and what each table is called.
-GROUPS = {"class": "interference class", "snr_band": "SNR band", "room": "room"}
 PEER = "DTLN quantized"
-
-
-def group_means(report: dict, key: str) -> dict[str, dict[str, float]]:
-    """``{method: {group: SI-SDRi}}``, means weighted by clip length, by label ``key``."""
-    labels = report.get("labels") or {}
-    out = {}
-    for r in report["rows"]:
-        sums: dict[str, list[float]] = {}
-        for c in r["clips"]:
-            value = c["SI-SDRi"]
-            if c["clip"] not in labels or value is None or not np.isfinite(value):
-                continue
-            group = labels[c["clip"]][key]
-            if key == "room" and group != "anechoic":
-                group = "room"
-            acc = sums.setdefault(group, [0.0, 0.0])
-            acc[0] += value * c["length"]
-            acc[1] += c["length"]
-        out[r["method"]] = {g: a[0] / a[1] for g, a in sorted(sums.items())}
-    return out
 
 
 def group_tables(report: dict) -> list[str]:
     """SI-SDRi by class, SNR band and room (``speechnoise:`` clips), with each edgesep row's
     smallest gain as a fraction of DTLN quantized's over the classes and SNR bands."""
-    if not report.get("labels"):
+    from edgesep.evaluate import GROUP_KEYS, clip_group, group_si_sdri
+
+    labels = report.get("labels")
+    if not labels:
         return []
+    means = {r["method"]: group_si_sdri(r["clips"], labels) for r in report["rows"]}
     lines, worst = [], {}
-    for key, title in GROUPS.items():
-        means = group_means(report, key)
-        groups = sorted({g for m in means.values() for g in m})
-        counts = {g: sum(1 for v in report["labels"].values()
-                         if (v[key] if key != "room" or v[key] == "anechoic" else "room") == g)
-                  for g in groups}
+    for key, title in GROUP_KEYS.items():
+        groups = sorted({g for m in means.values() for g in m.get(key, {})})
+        counts = {g: sum(clip_group(v, key) == g for v in labels.values()) for g in groups}
         lines += ["", f"SI-SDRi dB by {title} (clips per group in brackets):", "",
                   "| method | " + " | ".join(f"{g} ({counts[g]})" for g in groups) + " |",
                   "| --- |" + " ---: |" * len(groups)]
-        peer = means.get(PEER, {})
-        for method, by in means.items():
+        peer = means.get(PEER, {}).get(key, {})
+        for method, by_key in means.items():
+            by = by_key.get(key, {})
             lines.append(f"| {method} | " + " | ".join(_fmt(by.get(g), 2) for g in groups)
                          + " |")
             if key != "room" and method.startswith("edgesep") and peer:

@@ -767,9 +767,8 @@ def validate(export_dir, reference, data_spec, split, limit, max_sdr_drop, max_p
 @click.option("--out", "out_dir", default="runs/demo", show_default=True,
               type=click.Path(file_okay=False), help="Directory for every stage's outputs.")
 @click.option("--data", "data_spec", default=None,
-              help="synthetic (built-in), mir1k:PATH, mixtures:PATH or speechnoise:PATH. Default: "
-              "synthetic, or "
-              "with --init the data the model was trained on.")
+              help="synthetic (built-in), mir1k:PATH, mixtures:PATH or speechnoise:PATH. "
+              "Default: synthetic, or with --init the data the model was trained on.")
 @click.option("--config", "config_name", default=None,
               help="Streaming config (name or TOML path). Default: edge, or with --init the "
               "model's own.")

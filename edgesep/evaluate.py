@@ -125,6 +125,35 @@ def evaluate_oracle(
     raise EdgesepError(f"unknown oracle {oracle!r} (expected one of {', '.join(ORACLES)})")
 
 
+#: Clip labels (``speechnoise:`` clips) that scores are grouped by, and what each is called.
+GROUP_KEYS = {"class": "interference class", "snr_band": "SNR band", "room": "room"}
+
+
+def clip_group(labels: dict[str, str], key: str) -> str | None:
+    """The group of a clip with ``labels`` by label ``key`` (rooms: ``anechoic`` or ``room``)."""
+    label = labels.get(key)
+    return "room" if key == "room" and label not in (None, "anechoic") else label
+
+
+def group_si_sdri(speech_clips: list[dict], labels: dict[str, dict]) -> dict:
+    """``{label key: {group: SI-SDRi}}`` of :meth:`Evaluation.speech_clips` rows, means
+    weighted by clip length over the labelled clips where it is defined; rooms are grouped as
+    ``anechoic`` or ``room``."""
+    out: dict[str, dict[str, float]] = {}
+    for key in GROUP_KEYS:
+        sums: dict[str, list[float]] = {}
+        for c in speech_clips:
+            value, group = c["SI-SDRi"], clip_group(labels.get(c["clip"], {}), key)
+            if group is None or value is None or not np.isfinite(value):
+                continue
+            acc = sums.setdefault(group, [0.0, 0.0])
+            acc[0] += value * c["length"]
+            acc[1] += c["length"]
+        if sums:
+            out[key] = {g: a[0] / a[1] for g, a in sorted(sums.items())}
+    return out
+
+
 def format_tables(evaluations: list[Evaluation], title: str = "") -> str:
     """The paper's layout as Markdown: one table per source, rows = methods,
     columns = GNSDR, GSIR, GSAR (dB)."""

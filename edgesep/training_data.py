@@ -154,12 +154,12 @@ class MixtureSet:
 
 
 def training_set(data, sample_rate: int):
-    """The set a run draws from: fixed clips or a dynamic-mixing sampler (a
-    :class:`~edgesep.data.speechnoise.SpeechNoiseSampler` draws its batches itself)."""
-    if hasattr(data, "batch") and not isinstance(data, MixtureSampler):
-        if data.sample_rate != sample_rate:
-            raise EdgesepError(f"data at {data.sample_rate} Hz, the model expects {sample_rate}")
-        return data
+    """The set a run draws from: fixed clips (a list), a ``mixtures:`` sampler, or a
+    :class:`~edgesep.data.speechnoise.SpeechNoiseSampler`, which draws its batches itself."""
+    if isinstance(data, list):
+        return ClipSet(data, sample_rate)
     if isinstance(data, MixtureSampler):
         return MixtureSet(data, sample_rate)
-    return ClipSet(data, sample_rate)
+    if data.sample_rate != sample_rate:
+        raise EdgesepError(f"data at {data.sample_rate} Hz, the model expects {sample_rate}")
+    return data

@@ -114,15 +114,15 @@ def load_training_data(spec: str, sample_rate: int = 16000, limit: int | None = 
     if not dynamic_mixing:
         return load_clips(spec, "train", sample_rate=sample_rate, limit=limit, seed=seed)
     kind = spec.partition(":")[0]
-    if kind == "speechnoise":
-        from edgesep.data.speechnoise import SpeechNoiseSampler
-
-        return SpeechNoiseSampler(_root(spec), "train", sample_rate, limit=limit, seed=seed)
-    if kind not in ("mixtures", "pack"):
+    if kind not in ("mixtures", "speechnoise", "pack"):
         raise EdgesepError(f"[train] dynamic_mixing needs mixtures:PATH or speechnoise:PATH "
                            f"data (speech and noise files to mix) or a pack, got {spec!r}")
     if limit is not None and limit < 1:
         raise EdgesepError(f"--limit must be at least 1, got {limit}")
+    if kind == "speechnoise":
+        from edgesep.data.speechnoise import SpeechNoiseSampler
+
+        return SpeechNoiseSampler(_root(spec), "train", sample_rate, limit=limit, seed=seed)
     if kind == "pack":
         return _pack(spec, sample_rate).sampler("train", limit=limit)
     from edgesep.data.mixtures import MixtureSampler

@@ -83,20 +83,21 @@ class SeparationTrainer(keras.Model):
                    if self.teacher is not None else [])
         return masks, targets, mixture, sources
 
+    def _l1(self, masks, mixture, sources):
+        """L1 between the masked mixture and the sources' magnitudes; ``l1_level``: each
+        example's over its mixture's mean magnitude."""
+        per_example = ops.mean(ops.abs(masks * mixture[..., None] - sources), axis=(1, 2, 3))
+        if self.loss_kind == "l1_level":
+            per_example = per_example / (ops.mean(mixture, axis=(1, 2)) + 1e-6)
+        return ops.mean(per_example)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         masks, targets, mixture, sources = y_pred
         if training and self.supervise_all:
             chosen = list(range(len(masks)))
         else:
             chosen = [len(masks) - 1]
-        mix = mixture[..., None]
-        if self.loss_kind == "l1_level":  # per example, over its mixture's mean magnitude
-            level = ops.mean(mixture, axis=(1, 2)) + 1e-6
-            error = lambda m: ops.mean(  # noqa: E731
-                ops.mean(ops.abs(m * mix - sources), axis=(1, 2, 3)) / level)
-        else:
-            error = lambda m: ops.mean(ops.abs(m * mix - sources))  # noqa: E731
-        loss = sum(error(masks[i]) for i in chosen) / len(chosen)
+        loss = sum(self._l1(masks[i], mixture, sources) for i in chosen) / len(chosen)
         if targets and training:
             loss = loss + self.distill_weight * sum(
                 ops.mean(ops.abs(masks[i] - ops.stop_gradient(targets[i]))) for i in chosen

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 from pathlib import Path
 
 from edgesep.errors import EdgesepError
+from edgesep.evaluate import GROUP_KEYS, group_si_sdri
 from edgesep.pretrained import (
     CARD_JSON,
     CARD_MD,
@@ -96,29 +96,6 @@ def score(export_dir: Path, clips: list, precisions=PRECISIONS) -> dict:
         if groups:
             rows[key]["SI-SDRi by group"] = groups
     return rows
-
-
-#: Clip labels (``speechnoise:``) the card groups SI-SDRi by.
-GROUP_KEYS = {"class": "interference class", "snr_band": "SNR band", "room": "room"}
-
-
-def group_si_sdri(speech_clips: list[dict], labels: dict[str, dict]) -> dict:
-    """``{label key: {group: SI-SDRi}}`` (means weighted by clip length) of the labelled clips;
-    rooms are grouped as ``anechoic`` or ``room``."""
-    out: dict[str, dict[str, float]] = {}
-    for key in GROUP_KEYS:
-        sums: dict[str, list[float]] = {}
-        for c in speech_clips:
-            value, label = c["SI-SDRi"], labels.get(c["clip"], {}).get(key)
-            if label is None or value is None or not math.isfinite(value):
-                continue
-            group = "room" if key == "room" and label != "anechoic" else label
-            acc = sums.setdefault(group, [0.0, 0.0])
-            acc[0] += value * c["length"]
-            acc[1] += c["length"]
-        if sums:
-            out[key] = {g: round(a[0] / a[1], 3) for g, a in sorted(sums.items())}
-    return out
 
 
 def package(export_dir: Path, run_dir: Path, name: str, data: str, description: str,
