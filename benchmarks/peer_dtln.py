@@ -217,9 +217,11 @@ def main() -> None:
             e["model_instructions_ratio_to_dtln_quantized"] = (
                 e["model_instructions_per_hop"] / e["instructions_per_hop"]
                 * e["instructions_ratio_to_dtln_quantized"])
+    from edgesep.report import provenance
+
     report = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "clip": clip.name, "rounds": args.rounds, "hops_per_round": args.hops,
-              "machine": platform.platform(), "processor": platform.processor(),
+              "machine": platform.platform(), "processor": provenance()["CPU"],
               "cpus": os.cpu_count(), "load_average": os.getloadavg(), "systems": table}
     md = format_table(report)
     print(md)
@@ -233,7 +235,8 @@ def format_table(report: dict) -> str:
     head = ["system", "latency ms", "params", "MACs/s", "model p50/p99 µs", "hop p50/p99 µs",
             "CPU s per s", "x DTLN-q"] + (["instr/hop", "instr per s x DTLN-q", "model instr/hop",
                                      "model instr per s x DTLN-q hop"] if cg else [])
-    lines = [f"`{report['command']}` on {report['machine']} ({report['cpus']} CPUs, load "
+    lines = [f"`{report['command']}` on {report.get('processor') or 'an unrecorded CPU'}, "
+             f"{report['machine']} ({report['cpus']} CPUs, load "
              f"{report['load_average'][0]:.2f}); clip {report['clip']}; medians of "
              f"{report['rounds']} interleaved rounds of {report['hops_per_round']} hops, one "
              "thread, ai-edge-litert." + (
