@@ -218,8 +218,15 @@ DATA_OPTION = click.option(
 @click.option("--backend", type=click.Choice(["tensorflow", "jax"]), default=None,
               help="Keras backend to train on (default: $KERAS_BACKEND, else tensorflow); "
               "jax uses a GPU when one is visible. Checkpoints resume on either.")
+@click.option("--init", "init_run", type=click.Path(file_okay=False), default=None,
+              help="Start from this run's best weights (same network and framing) instead of "
+              "random ones, with a fresh optimiser: a new phase of a run, e.g. a decay.")
+@click.option("--lr-decay-steps", type=Count(0, lim.MAX_STEPS), default=None,
+              help="Override the config's cosine learning-rate decay (to 10 %) over N steps; "
+              "0: constant. Recorded in the run's config, so --resume needs it again.")
 @user_errors
-def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes, backend):
+def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes, backend,
+          init_run, lr_decay_steps):
     """Train a separation model; checkpoints resume after a kill, on either backend.
 
     Example: edgesep train --config edge --data mir1k:../shared/data/mir1k --out runs/edge1
@@ -231,18 +238,24 @@ def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes, ba
 
     from edgesep.files import check_output_dir
 
-    check_output_dir(out_dir, [*data_paths(data_spec), *config_paths(config_name)],
-                     "run directory")
+    check_output_dir(out_dir, [*data_paths(data_spec), *config_paths(config_name),
+                               *([init_run] if init_run else [])], "run directory")
     if backend:
         if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != backend:
             raise UserError(f"--backend {backend}: Keras is already loaded on another backend")
         os.environ["KERAS_BACKEND"] = backend
 
+    from dataclasses import replace
+
     from edgesep.config import load_config
     from edgesep.data import load_clips, load_training_data
+    from edgesep.runs import initial_weights
     from edgesep.train import train as run_training
 
     cfg = load_config(config_name)
+    if lr_decay_steps is not None:
+        cfg = replace(cfg, train=replace(cfg.train, lr_decay_steps=lr_decay_steps))
+    init_weights = None if init_run is None else initial_weights(init_run, cfg)
     spec = data_spec or cfg.train.data
     rate, seed = cfg.stft.sample_rate, cfg.train.seed
     train_clips = load_training_data(spec, rate, limit=limit, seed=seed,
@@ -256,7 +269,7 @@ def train(config_name, data_spec, out_dir, steps, resume, limit, max_minutes, ba
     max_seconds = None if max_minutes is None else 60 * max_minutes
     metrics = run_training(
         cfg, train_clips, val_clips, Path(out_dir), resume=resume, steps=steps,
-        max_seconds=max_seconds, data_spec=spec,
+        max_seconds=max_seconds, data_spec=spec, init_weights=init_weights,
     )
     click.echo(f"done: step {metrics['steps']}, best val loss {metrics['best_val_loss']}")
 

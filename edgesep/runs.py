@@ -31,6 +31,18 @@ def run_config(run_dir: str | os.PathLike) -> Config:
     return read_saved_config(run_dir / CONFIG_FILE)
 
 
+def initial_weights(run_dir: str | os.PathLike, cfg: Config) -> Path:
+    """The best weights of ``run_dir`` to start a new run of ``cfg`` from: refused unless the
+    run has ``cfg``'s network and framing (equal shapes are not enough: the feature, the
+    window or the hop change what the weights mean)."""
+    source = run_config(run_dir)
+    for section in ("stft", "model"):
+        if getattr(source, section) != getattr(cfg, section):
+            raise EdgesepError(f"{run_dir}: its [{section}] differs from {cfg.name}'s; "
+                               "a run can only start from a run of the same network")
+    return weights_path(run_dir)
+
+
 def weights_path(run_dir: str | os.PathLike) -> Path:
     weights = Path(run_dir) / WEIGHTS_FILE
     if not weights.is_file():

@@ -241,6 +241,34 @@ def test_training_starts_from_given_weights(tiny_run, tmp_path):
         train(cfg, *data, tmp_path / "none", steps=0, progress=False)
 
 
+def test_train_command_starts_a_decay_phase_from_a_run(tiny_run, tmp_path):
+    """``edgesep train --init RUN --lr-decay-steps N``: a new run from RUN's best weights with
+    the decay recorded in its config (so the same command line resumes it); a run of another
+    network or framing is refused in one line, even where the shapes would load."""
+    from edgesep.files import sha256_file
+
+    config = tiny_run.parent / "tiny.toml"
+    base = ["train", "--config", str(config), "--data", "synthetic:2", "--limit", "1",
+            "--steps", "2", "--init", str(tiny_run), "--lr-decay-steps", "2"]
+    res = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "phase")])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "phase" / "metrics.json").read_text())
+    assert metrics["init"]["sha256"] == sha256_file(tiny_run / "model.weights.h5")
+    saved = json.loads((tmp_path / "phase" / "config.json").read_text())
+    assert saved["train"]["lr_decay_steps"] == 2
+    again = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "phase"), "--resume",
+                                     "--lr-decay-steps", "3"])
+    assert again.exit_code == 2 and "different config" in again.output
+
+    other = tmp_path / "other.toml"
+    other.write_text(config.read_text().replace("[model]", '[model]\nfeature = "log_magnitude"'))
+    res = CliRunner().invoke(cli, ["train", "--config", str(other), "--data", "synthetic:2",
+                                   "--init", str(tiny_run), "--out", str(tmp_path / "x")])
+    errors = [line for line in res.output.splitlines() if line.startswith("Error: ")]
+    assert res.exit_code == 2 and len(errors) == 1 and "[model] differs" in errors[0], res.output
+    assert not (tmp_path / "x").exists()
+
+
 def test_load_run_rebuilds_the_trained_model(tiny_run):
     from edgesep.runs import load_run
 
