@@ -13,6 +13,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: Files that take minutes (toolchain and image builds, emulation, whole pipelines), longest
+#: first. Run with ``--dist loadfile --no-loadscope-reorder``, pytest-xdist hands each worker
+#: the next file as it runs short, so these start first and only short files are left for the
+#: end; by default xdist orders files by test count, which put the one-test Docker image
+#: build and the Cortex-M builds last, one worker busy with them while the other waits.
+LONGEST_FIRST = ("test_mcu.py", "test_pipeline.py", "test_docker.py", "test_export.py",
+                 "test_targets.py", "test_firmware.py", "test_backends.py", "test_train.py",
+                 "test_validate.py", "test_stream_files.py", "test_readme.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The files of ``LONGEST_FIRST`` first, in that order; the rest as collected."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
