@@ -51,21 +51,15 @@ def variants(cfg) -> dict:
     }
 
 
-def summed_to_one_separator(model, cfg):
-    """The Keras model's separation with its masks divided by their sum."""
-    from edgesep.data import SOURCES
-    from edgesep.dsp import apply_masks, istft, magnitude_features, stft
-    from edgesep.inference import predict_masks
+def summed_to_one(model):
+    """``model`` with its last masks divided by their sum (what ``keras_separator`` calls)."""
 
-    def separate(mixture: np.ndarray) -> dict[str, np.ndarray]:
-        spec = stft(mixture, cfg.stft)
-        masks = predict_masks(model, cfg, magnitude_features(spec, cfg.nb_model_bins,
-                                                              cfg.model.feature))
-        masks = masks / np.maximum(masks.sum(axis=-1, keepdims=True), 1e-6)
-        estimates = apply_masks(spec, masks)
-        return {s: istft(estimates[i], cfg.stft, len(mixture)) for i, s in enumerate(SOURCES)}
+    def masks(inputs, training: bool = False) -> np.ndarray:
+        outputs = model(inputs, training=training)
+        last = np.asarray(outputs[-1] if isinstance(outputs, (list, tuple)) else outputs)
+        return last / np.maximum(last.sum(axis=-1, keepdims=True), 1e-6)
 
-    return separate
+    return masks
 
 
 def main() -> None:
@@ -107,7 +101,7 @@ def main() -> None:
         if name == "recipe":
             summed = "masks summed to one"
             evaluations[summed] = evaluate_separator(
-                clips, summed_to_one_separator(model, cfg), method=summed)
+                clips, keras_separator(summed_to_one(model), cfg), method=summed)
             rows[summed] = {**rows[name], "inference": "masks divided by their sum"}
     evaluations["mixture"] = evaluate_oracle(clips, "mixture", base.stft)
     rows["mixture"] = {}
